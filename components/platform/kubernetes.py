@@ -1,0 +1,230 @@
+"""Kubernetes platform: a namespace, and per workload a Deployment, Service, config, volume and Ingress."""
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.settings import StackSettings
+from components.units import format_kubernetes_quantity
+from components.workload import Workload, config_checksum
+
+CONFIG_CHECKSUM_ANNOTATION = "magflow.io/config-checksum"
+
+
+def _config_key(path: str) -> str:
+    # ConfigMap and Secret keys cannot contain "/"; the projected volume maps each key back to its path.
+    return path.replace("/", "__")
+
+
+class KubernetesPlatform:
+    """Creates the resources of each workload in the current kubeconfig context, as children of `parent`."""
+
+    def __init__(self, settings: StackSettings, stack: str, parent: pulumi.Resource):
+        self.settings = settings
+        self.parent = parent
+        self.namespace = k8s.core.v1.Namespace(
+            "namespace",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=settings.namespace,
+                labels={"app.kubernetes.io/part-of": "magflow-monitoring", "magflow.io/stack": stack},
+            ),
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
+        self.namespace_name = self.namespace.metadata.name
+
+    def _metadata(self, name: str, workload: Workload) -> k8s.meta.v1.ObjectMetaArgs:
+        return k8s.meta.v1.ObjectMetaArgs(
+            name=name,
+            namespace=self.namespace_name,
+            labels=self._labels(workload),
+        )
+
+    @staticmethod
+    def _labels(workload: Workload) -> dict[str, str]:
+        return {"app.kubernetes.io/name": workload.name, "app.kubernetes.io/part-of": "magflow-monitoring"}
+
+    def deploy(self, workload: Workload, depends_on: list[pulumi.Resource] | None = None) -> k8s.apps.v1.Deployment:
+        opts = pulumi.ResourceOptions(parent=self.parent)
+        labels = self._labels(workload)
+
+        plain_files = {path: content for path, content in workload.files.items() if path not in workload.secret_files}
+        secret_files = {path: content for path, content in workload.files.items() if path in workload.secret_files}
+
+        sources = []
+        if plain_files:
+            config_map = k8s.core.v1.ConfigMap(
+                f"{workload.name}-config",
+                metadata=self._metadata(f"{workload.name}-config", workload),
+                data={_config_key(path): content for path, content in plain_files.items()},
+                opts=opts,
+            )
+            sources.append(
+                k8s.core.v1.VolumeProjectionArgs(
+                    config_map=k8s.core.v1.ConfigMapProjectionArgs(
+                        name=config_map.metadata.name,
+                        items=[k8s.core.v1.KeyToPathArgs(key=_config_key(path), path=path) for path in sorted(plain_files)],
+                    )
+                )
+            )
+        if secret_files:
+            secret = k8s.core.v1.Secret(
+                f"{workload.name}-secrets",
+                metadata=self._metadata(f"{workload.name}-secrets", workload),
+                string_data={_config_key(path): pulumi.Output.secret(content) for path, content in secret_files.items()},
+                opts=opts,
+            )
+            sources.append(
+                k8s.core.v1.VolumeProjectionArgs(
+                    secret=k8s.core.v1.SecretProjectionArgs(
+                        name=secret.metadata.name,
+                        items=[k8s.core.v1.KeyToPathArgs(key=_config_key(path), path=path) for path in sorted(secret_files)],
+                    )
+                )
+            )
+
+        volumes = [k8s.core.v1.VolumeArgs(name="config", projected=k8s.core.v1.ProjectedVolumeSourceArgs(sources=sources))]
+        mounts = [k8s.core.v1.VolumeMountArgs(name="config", mount_path=workload.config_dir, read_only=True)]
+
+        if workload.data is not None:
+            claim = self._claim(workload)
+            volumes.append(
+                k8s.core.v1.VolumeArgs(
+                    name="data",
+                    persistent_volume_claim=k8s.core.v1.PersistentVolumeClaimVolumeSourceArgs(claim_name=claim.metadata.name),
+                )
+            )
+            mounts.append(k8s.core.v1.VolumeMountArgs(name="data", mount_path=workload.data.mount_path))
+
+        probe = None
+        if workload.check is not None:
+            probe = k8s.core.v1.ProbeArgs(
+                http_get=k8s.core.v1.HTTPGetActionArgs(path=workload.check.path, port=workload.check.port),
+                period_seconds=10,
+                timeout_seconds=5,
+                failure_threshold=6,
+            )
+
+        resources = None
+        if workload.resources is not None:
+            resources = k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": workload.resources.cpu_request, "memory": workload.resources.memory_request},
+                limits={"cpu": workload.resources.cpu_limit, "memory": workload.resources.memory_limit},
+            )
+
+        container = k8s.core.v1.ContainerArgs(
+            name=workload.name,
+            image=workload.image,
+            args=workload.args or None,
+            env=[k8s.core.v1.EnvVarArgs(name=key, value=value) for key, value in sorted(workload.env.items())] or None,
+            ports=[
+                k8s.core.v1.ContainerPortArgs(name=port.name, container_port=port.container_port, protocol=port.protocol)
+                for port in workload.ports
+            ],
+            volume_mounts=mounts,
+            readiness_probe=probe,
+            liveness_probe=probe,
+            resources=resources,
+        )
+
+        deployment = k8s.apps.v1.Deployment(
+            workload.name,
+            metadata=self._metadata(workload.name, workload),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=1,
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels),
+                # A ReadWriteOnce volume can be attached to one pod only: stop the old pod first.
+                strategy=k8s.apps.v1.DeploymentStrategyArgs(type="Recreate"),
+                template=k8s.core.v1.PodTemplateSpecArgs(
+                    metadata=k8s.meta.v1.ObjectMetaArgs(
+                        labels=labels,
+                        # ConfigMaps and Secrets update in place; a new checksum rolls the pod to read them.
+                        annotations={CONFIG_CHECKSUM_ANNOTATION: config_checksum(workload)},
+                    ),
+                    spec=k8s.core.v1.PodSpecArgs(
+                        security_context=k8s.core.v1.PodSecurityContextArgs(
+                            run_as_user=workload.user,
+                            run_as_group=workload.user,
+                            run_as_non_root=True,
+                            fs_group=workload.user,
+                        ),
+                        containers=[container],
+                        volumes=volumes,
+                    ),
+                ),
+            ),
+            opts=pulumi.ResourceOptions(parent=self.parent, depends_on=depends_on or []),
+        )
+
+        service = k8s.core.v1.Service(
+            workload.name,
+            metadata=self._metadata(workload.name, workload),
+            spec=k8s.core.v1.ServiceSpecArgs(
+                selector=labels,
+                ports=[
+                    k8s.core.v1.ServicePortArgs(name=port.name, port=port.container_port, target_port=port.name, protocol=port.protocol)
+                    for port in workload.ports
+                ],
+            ),
+            opts=opts,
+        )
+
+        ingress_ports = [port for port in workload.ports if port.ingress]
+        if ingress_ports:
+            self._ingress(workload, service, ingress_ports[0].name)
+
+        return deployment
+
+    def _claim(self, workload: Workload) -> k8s.core.v1.PersistentVolumeClaim:
+        assert workload.data is not None
+        return k8s.core.v1.PersistentVolumeClaim(
+            f"{workload.name}-data",
+            metadata=self._metadata(f"{workload.name}-data", workload),
+            spec=k8s.core.v1.PersistentVolumeClaimSpecArgs(
+                access_modes=["ReadWriteOnce"],
+                storage_class_name=self.settings.storage_class or None,
+                resources=k8s.core.v1.VolumeResourceRequirementsArgs(
+                    requests={"storage": format_kubernetes_quantity(workload.data.size_bytes)},
+                ),
+            ),
+            # Monitoring data outlives any single deployment: production claims cannot be deleted by
+            # `pulumi destroy` or by a replacement, and every claim is kept when Pulumi forgets it.
+            opts=pulumi.ResourceOptions(
+                parent=self.parent,
+                protect=self.settings.is_production,
+                retain_on_delete=True,
+            ),
+        )
+
+    def _ingress(self, workload: Workload, service: k8s.core.v1.Service, port_name: str) -> k8s.networking.v1.Ingress:
+        host = self.settings.ui_host(workload.name)
+        return k8s.networking.v1.Ingress(
+            workload.name,
+            metadata=self._metadata(workload.name, workload),
+            spec=k8s.networking.v1.IngressSpecArgs(
+                ingress_class_name=self.settings.ingress_class,
+                rules=[
+                    k8s.networking.v1.IngressRuleArgs(
+                        host=host,
+                        http=k8s.networking.v1.HTTPIngressRuleValueArgs(
+                            paths=[
+                                k8s.networking.v1.HTTPIngressPathArgs(
+                                    path="/",
+                                    path_type="Prefix",
+                                    backend=k8s.networking.v1.IngressBackendArgs(
+                                        service=k8s.networking.v1.IngressServiceBackendArgs(
+                                            name=service.metadata.name,
+                                            port=k8s.networking.v1.ServiceBackendPortArgs(name=port_name),
+                                        )
+                                    ),
+                                )
+                            ]
+                        ),
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+
+    def url(self, workload: Workload, port_name: str) -> str:
+        """Return the Ingress URL of a web UI."""
+        # NOTE: plain HTTP until the Ingress terminates TLS.
+        return f"http://{self.settings.ui_host(workload.name)}"

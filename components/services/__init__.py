@@ -1,0 +1,1 @@
+"""One module per service: its rendered configuration (pure functions) and its workload."""

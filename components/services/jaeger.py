@@ -1,0 +1,100 @@
+"""Jaeger v2: stores the traces the collector sends over OTLP and serves the trace UI."""
+
+from typing import Any, Mapping
+
+from components.rendering import to_yaml
+from components.services import endpoints as ep
+from components.settings import StackSettings
+from components.workload import DataVolume, HttpCheck, Port, Resources, Workload
+
+NAME = ep.JAEGER
+IMAGE = "jaegertracing/jaeger:2.7.0"
+CONFIG_DIR = "/etc/jaeger"
+DATA_DIR = "/badger"
+SECRETS: tuple[str, ...] = ()
+SECRET_FILES: frozenset[str] = frozenset()
+
+# How long Badger keeps spans: seven days.
+SPAN_TTL = "168h"
+
+
+def render_config(settings: StackSettings) -> dict[str, Any]:
+    """Return Jaeger's config.yaml (an OpenTelemetry Collector configuration) as data."""
+    return {
+        "service": {
+            "extensions": ["jaeger_storage", "jaeger_query", "healthcheckv2"],
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["batch"],
+                    "exporters": ["jaeger_storage_exporter"],
+                }
+            },
+            "telemetry": {
+                "resource": {"service.name": "jaeger"},
+                "metrics": {
+                    "level": "detailed",
+                    "readers": [
+                        {"pull": {"exporter": {"prometheus": {"host": "0.0.0.0", "port": ep.JAEGER_TELEMETRY_PORT}}}}
+                    ],
+                },
+            },
+        },
+        "extensions": {
+            "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"0.0.0.0:{ep.JAEGER_HEALTH_PORT}"}},
+            "jaeger_query": {
+                "storage": {"traces": "main_store"},
+                "http": {"endpoint": f"0.0.0.0:{ep.JAEGER_UI_PORT}"},
+            },
+            "jaeger_storage": {
+                "backends": {
+                    "main_store": {
+                        "badger": {
+                            "directories": {"keys": f"{DATA_DIR}/keys", "values": f"{DATA_DIR}/values"},
+                            "ephemeral": False,
+                            "ttl": {"spans": SPAN_TTL},
+                        }
+                    }
+                }
+            },
+        },
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": f"0.0.0.0:{ep.OTLP_GRPC_PORT}"},
+                    "http": {"endpoint": f"0.0.0.0:{ep.OTLP_HTTP_PORT}"},
+                }
+            }
+        },
+        "processors": {"batch": {}},
+        "exporters": {"jaeger_storage_exporter": {"trace_storage": "main_store"}},
+    }
+
+
+def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
+    """Return every file Jaeger reads, by path relative to its config directory."""
+    return {"config.yaml": to_yaml(render_config(settings))}
+
+
+def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
+    return Workload(
+        name=NAME,
+        image=IMAGE,
+        args=[f"--config={CONFIG_DIR}/config.yaml"],
+        ports=[
+            Port("ui", ep.JAEGER_UI_PORT, host_port=settings.jaeger_port, ingress=True),
+            Port("otlp-grpc", ep.OTLP_GRPC_PORT),
+            Port("otlp-http", ep.OTLP_HTTP_PORT),
+            Port("health", ep.JAEGER_HEALTH_PORT),
+            Port("telemetry", ep.JAEGER_TELEMETRY_PORT),
+        ],
+        config_dir=CONFIG_DIR,
+        files=dict(files),
+        check=HttpCheck(
+            "/status", ep.JAEGER_HEALTH_PORT,
+            ("wget", "-q", "-O", "/dev/null", f"http://localhost:{ep.JAEGER_HEALTH_PORT}/status"),
+        ),
+        data=DataVolume(DATA_DIR, settings.jaeger_volume_size),
+        resources=Resources("100m", "256Mi", "1", "2Gi") if settings.is_production else Resources("50m", "128Mi", "500m", "512Mi"),
+        user=10001,
+    )

@@ -1,0 +1,103 @@
+"""OpenTelemetry Collector: receives OTLP from the API, sends traces to Jaeger and metrics to Prometheus."""
+
+from typing import Any, Mapping
+
+from components.rendering import to_yaml
+from components.services import endpoints as ep
+from components.settings import StackSettings
+from components.workload import HttpCheck, Port, Resources, Workload
+
+NAME = ep.OTEL_COLLECTOR
+IMAGE = "otel/opentelemetry-collector-contrib:0.128.0"
+CONFIG_DIR = "/etc/otelcol-contrib"
+SECRETS: tuple[str, ...] = ()
+SECRET_FILES: frozenset[str] = frozenset()
+
+
+def render_config(settings: StackSettings) -> dict[str, Any]:
+    """Return the collector's config.yaml as data."""
+    trace_exporters = ["otlp/jaeger"]
+    metric_exporters = ["prometheus"]
+    exporters: dict[str, Any] = {
+        "otlp/jaeger": {"endpoint": ep.address(ep.JAEGER, ep.OTLP_GRPC_PORT), "tls": {"insecure": True}},
+        "prometheus": {
+            "endpoint": f"0.0.0.0:{ep.COLLECTOR_PROMETHEUS_EXPORTER_PORT}",
+            # Keeps service.name and deployment.environment as labels on every series.
+            "resource_to_telemetry_conversion": {"enabled": True},
+        },
+    }
+
+    # Printing every span and metric helps on a laptop and floods logs anywhere else.
+    if not settings.is_production:
+        exporters["debug"] = {"verbosity": "basic"}
+        trace_exporters.append("debug")
+        metric_exporters.append("debug")
+
+    return {
+        "extensions": {"health_check": {"endpoint": f"0.0.0.0:{ep.COLLECTOR_HEALTH_PORT}"}},
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    "grpc": {"endpoint": f"0.0.0.0:{ep.OTLP_GRPC_PORT}"},
+                    "http": {"endpoint": f"0.0.0.0:{ep.OTLP_HTTP_PORT}"},
+                }
+            }
+        },
+        "processors": {
+            # First in every pipeline, so the collector refuses data before it runs out of memory.
+            "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
+            "probabilistic_sampler": {"sampling_percentage": round(settings.trace_sampling_ratio * 100, 4)},
+            "batch": {},
+        },
+        "exporters": exporters,
+        "service": {
+            "extensions": ["health_check"],
+            "telemetry": {
+                "metrics": {
+                    "level": "detailed",
+                    "readers": [
+                        {"pull": {"exporter": {"prometheus": {"host": "0.0.0.0", "port": ep.COLLECTOR_TELEMETRY_PORT}}}}
+                    ],
+                }
+            },
+            "pipelines": {
+                "traces": {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "probabilistic_sampler", "batch"],
+                    "exporters": trace_exporters,
+                },
+                "metrics": {
+                    "receivers": ["otlp"],
+                    "processors": ["memory_limiter", "batch"],
+                    "exporters": metric_exporters,
+                },
+            },
+        },
+    }
+
+
+def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
+    """Return every file the collector reads, by path relative to its config directory."""
+    return {"config.yaml": to_yaml(render_config(settings))}
+
+
+def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
+    return Workload(
+        name=NAME,
+        image=IMAGE,
+        args=[f"--config={CONFIG_DIR}/config.yaml"],
+        ports=[
+            Port("otlp-grpc", ep.OTLP_GRPC_PORT, host_port=settings.otlp_grpc_port),
+            Port("otlp-http", ep.OTLP_HTTP_PORT, host_port=settings.otlp_http_port),
+            Port("health", ep.COLLECTOR_HEALTH_PORT),
+            Port("telemetry", ep.COLLECTOR_TELEMETRY_PORT),
+            Port("metrics", ep.COLLECTOR_PROMETHEUS_EXPORTER_PORT),
+        ],
+        config_dir=CONFIG_DIR,
+        files=dict(files),
+        # NOTE: the image holds only the collector binary, so Docker cannot run a health check
+        # inside it; Kubernetes probes the same endpoint over HTTP.
+        check=HttpCheck("/", ep.COLLECTOR_HEALTH_PORT, None),
+        resources=Resources("100m", "256Mi", "1", "1Gi") if settings.is_production else Resources("50m", "128Mi", "500m", "512Mi"),
+        user=10001,
+    )

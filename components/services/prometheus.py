@@ -1,0 +1,104 @@
+"""Prometheus: scrape jobs for the API and every stack component, rule files, Alertmanager."""
+
+from typing import Any, Mapping
+
+from components.rendering import REPOSITORY_ROOT, to_yaml
+from components.services import endpoints as ep
+from components.settings import StackSettings
+from components.units import format_prometheus_size
+from components.workload import DataVolume, HttpCheck, Port, Resources, Workload
+
+NAME = ep.PROMETHEUS
+IMAGE = "prom/prometheus:v3.4.1"
+PORT = ep.PROMETHEUS_PORT
+CONFIG_DIR = "/etc/prometheus"
+DATA_DIR = "/prometheus"
+RULES_DIR = REPOSITORY_ROOT / "rules"
+
+API_JOB = "magflow-api"
+API_TOKEN_FILE = "secrets/api-metrics-token"
+SECRETS = ("apiMetricsToken",)
+SECRET_FILES = frozenset({API_TOKEN_FILE})
+
+
+def render_config(settings: StackSettings) -> dict[str, Any]:
+    """Return prometheus.yml as data."""
+    api_job = {
+        "job_name": API_JOB,
+        "scrape_interval": settings.api_scrape_interval,
+        "scheme": settings.api_scheme,
+        "metrics_path": settings.api_metrics_path,
+        # The API rejects unauthenticated scrapes of /metrics; the token is a mounted secret file.
+        "authorization": {"type": "Bearer", "credentials_file": f"{CONFIG_DIR}/{API_TOKEN_FILE}"},
+        "static_configs": [{"targets": list(settings.api_targets)}],
+    }
+
+    component_jobs = [
+        _job(ep.OTEL_COLLECTOR, ep.address(ep.OTEL_COLLECTOR, ep.COLLECTOR_TELEMETRY_PORT)),
+        # Metrics that applications push over OTLP, re-exposed by the collector. honor_labels keeps
+        # the job and instance that the collector derives from each sender's resource attributes.
+        {**_job("otlp-metrics", ep.address(ep.OTEL_COLLECTOR, ep.COLLECTOR_PROMETHEUS_EXPORTER_PORT)), "honor_labels": True},
+        _job(NAME, f"localhost:{PORT}"),
+        _job(ep.ALERTMANAGER, ep.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)),
+        _job(ep.GRAFANA, ep.address(ep.GRAFANA, ep.GRAFANA_PORT)),
+        _job(ep.JAEGER, ep.address(ep.JAEGER, ep.JAEGER_TELEMETRY_PORT)),
+    ]
+
+    return {
+        "global": {
+            "scrape_interval": "15s",
+            "evaluation_interval": "15s",
+            "external_labels": {"environment": settings.environment},
+        },
+        "rule_files": [f"{CONFIG_DIR}/rules/*.yml"],
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [ep.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)]}]}],
+        },
+        "scrape_configs": [api_job, *component_jobs],
+    }
+
+
+def _job(name: str, target: str) -> dict[str, Any]:
+    return {"job_name": name, "static_configs": [{"targets": [target]}]}
+
+
+def rule_files() -> dict[str, str]:
+    """Return the rule files of `rules/`, by file name."""
+    return {path.name: path.read_text() for path in sorted(RULES_DIR.glob("*.yml"))}
+
+
+def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
+    """Return every file Prometheus reads, by path relative to its config directory."""
+    files = {"prometheus.yml": to_yaml(render_config(settings))}
+    files.update({f"rules/{name}": text for name, text in rule_files().items()})
+    files[API_TOKEN_FILE] = secrets["apiMetricsToken"]
+    return files
+
+
+def args(settings: StackSettings) -> list[str]:
+    """Return the command-line flags, which carry the retention settings."""
+    return [
+        f"--config.file={CONFIG_DIR}/prometheus.yml",
+        f"--storage.tsdb.path={DATA_DIR}",
+        f"--storage.tsdb.retention.time={settings.prometheus_retention_time}",
+        f"--storage.tsdb.retention.size={format_prometheus_size(settings.prometheus_retention_size)}",
+        f"--web.listen-address=0.0.0.0:{PORT}",
+        "--web.enable-lifecycle",
+    ]
+
+
+def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
+    return Workload(
+        name=NAME,
+        image=IMAGE,
+        args=args(settings),
+        ports=[Port("http", PORT, host_port=settings.prometheus_port, ingress=True)],
+        config_dir=CONFIG_DIR,
+        files=dict(files),
+        secret_files=SECRET_FILES,
+        check=HttpCheck("/-/ready", PORT, ("wget", "-q", "-O", "/dev/null", f"http://localhost:{PORT}/-/ready")),
+        data=DataVolume(DATA_DIR, settings.prometheus_volume_size),
+        resources=Resources("250m", "1Gi", "2", "4Gi") if settings.is_production else Resources("100m", "256Mi", "1", "1Gi"),
+        # The API runs on the developer's machine in the dev stack.
+        extra_hosts={"host.docker.internal": "host-gateway"},
+    )

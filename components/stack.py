@@ -1,0 +1,124 @@
+"""The monitoring stack as one component: every service, on the platform the settings name."""
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Mapping
+
+import pulumi
+import pulumi_random as random
+import pulumiverse_grafana as grafana_provider
+
+from components.config import placeholder_secrets
+from components.platform.docker import DockerPlatform
+from components.platform.kubernetes import KubernetesPlatform
+from components.services import alertmanager, grafana, jaeger, otel_collector, prometheus
+from components.settings import StackSettings
+
+# Deployment order: each service starts after the ones it sends data to.
+SERVICES: list[ModuleType] = [jaeger, alertmanager, otel_collector, prometheus, grafana]
+
+
+@dataclass
+class MonitoringStackArgs:
+    settings: StackSettings
+    secrets: Mapping[str, pulumi.Output[str]]
+    """Secret config values by key; a missing grafanaAdminPassword is generated."""
+
+
+def render_outputs(
+    service: ModuleType, settings: StackSettings, secrets: Mapping[str, pulumi.Input[str]]
+) -> dict[str, pulumi.Input[str]]:
+    """Render a service's files with real secret values, as outputs that are secret only where needed."""
+    used = {key: secrets[key] for key in service.SECRETS if key in secrets}
+    if not used:
+        return dict(service.render(settings, {}))
+
+    paths = service.render(settings, placeholder_secrets()).keys()
+    rendered = pulumi.Output.all(**used).apply(lambda values: service.render(settings, values))
+
+    files: dict[str, pulumi.Input[str]] = {}
+    for path in paths:
+        content = rendered.apply(lambda texts, path=path: texts[path])
+        # Output.all marks everything rendered from a secret as secret; only secret files stay so.
+        files[path] = content if path in service.SECRET_FILES else pulumi.Output.unsecret(content)
+    return files
+
+
+class MonitoringStack(pulumi.ComponentResource):
+    """OpenTelemetry Collector, Prometheus, Alertmanager, Jaeger and Grafana, wired together."""
+
+    urls: dict[str, pulumi.Output[str]]
+    grafana_admin_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitoringStackArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("magflow:monitoring:MonitoringStack", name, None, opts)
+        settings = args.settings
+        secrets = dict(args.secrets)
+
+        # No default password: an unset admin password is a random one, kept in the stack's state.
+        if "grafanaAdminPassword" not in secrets:
+            password = random.RandomPassword(
+                "grafana-admin-password", length=32, special=False, opts=pulumi.ResourceOptions(parent=self)
+            )
+            secrets["grafanaAdminPassword"] = password.result
+        self.grafana_admin_password = pulumi.Output.secret(secrets["grafanaAdminPassword"])
+
+        stack = pulumi.get_stack()
+        platform: DockerPlatform | KubernetesPlatform
+        if settings.platform == "docker":
+            platform = DockerPlatform(settings, stack, parent=self)
+        else:
+            platform = KubernetesPlatform(settings, stack, parent=self)
+
+        deployed: dict[str, pulumi.Resource] = {}
+        workloads = {}
+        for service in SERVICES:
+            workload = service.workload(settings, render_outputs(service, settings, secrets))
+            workloads[service.NAME] = workload
+            deployed[service.NAME] = platform.deploy(workload, depends_on=list(deployed.values()))
+
+        self.urls = {
+            "grafana": pulumi.Output.from_input(platform.url(workloads[grafana.NAME], "http")),
+            "prometheus": pulumi.Output.from_input(platform.url(workloads[prometheus.NAME], "http")),
+            "alertmanager": pulumi.Output.from_input(platform.url(workloads[alertmanager.NAME], "http")),
+            "jaeger": pulumi.Output.from_input(platform.url(workloads[jaeger.NAME], "ui")),
+            "otlpGrpc": pulumi.Output.from_input(self._otlp_endpoint(settings, "grpc")),
+            "otlpHttp": pulumi.Output.from_input(self._otlp_endpoint(settings, "http")),
+        }
+
+        self._configure_grafana(settings, deployed[grafana.NAME])
+
+        self.register_outputs({"urls": self.urls, "grafanaAdminPassword": self.grafana_admin_password})
+
+    @staticmethod
+    def _otlp_endpoint(settings: StackSettings, protocol: str) -> str:
+        if settings.platform == "docker":
+            port = settings.otlp_grpc_port if protocol == "grpc" else settings.otlp_http_port
+            return f"http://127.0.0.1:{port}"
+        port = otel_collector.ep.OTLP_GRPC_PORT if protocol == "grpc" else otel_collector.ep.OTLP_HTTP_PORT
+        return f"http://{otel_collector.NAME}.{settings.namespace}.svc:{port}"
+
+    def _configure_grafana(self, settings: StackSettings, grafana_resource: pulumi.Resource) -> None:
+        """Set organization preferences through Grafana's API, stored in Grafana's database volume.
+
+        Datasources and dashboards come from provisioning files instead, because Grafana must have
+        them at every start, before any API call, even with an empty database.
+        """
+        provider = grafana_provider.Provider(
+            "grafana",
+            url=self.urls["grafana"],
+            auth=pulumi.Output.concat("admin:", self.grafana_admin_password),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        grafana_provider.oss.OrganizationPreferences(
+            "grafana-preferences",
+            home_dashboard_uid=grafana.home_dashboard_uid(),
+            timezone="utc",
+            week_start="monday",
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[grafana_resource]),
+        )
+
+
+def describe(settings: StackSettings) -> dict[str, Any]:
+    """Return every service's rendered files with placeholder secrets, by service name."""
+    return {service.NAME: service.render(settings, placeholder_secrets()) for service in SERVICES}
