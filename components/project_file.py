@@ -26,7 +26,7 @@ def config_declarations() -> dict[str, dict[str, Any]]:
 
         if key not in development and key not in production:
             declaration["type"] = "string"
-        elif key == "apiTargets":
+        elif key == "apiTargets" or isinstance(development.get(key), list):
             declaration.update(type="array", items={"type": "string"}, default=[])
         elif key.endswith("Port"):
             declaration.update(type="integer", default=development[key])

@@ -12,13 +12,13 @@ values travel as Pulumi secret outputs (see `components.secrets`).
 import difflib
 import json
 import re
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping, get_origin
 
 import pulumi
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from components.units import parse_byte_size, parse_duration
+from components.units import format_kubernetes_quantity, parse_byte_size, parse_duration
 
 PROJECT = "magflow-monitoring"
 
@@ -80,6 +80,45 @@ def _parse_list(value: Any) -> Any:
     return value
 
 
+def _parse_positive_number(value: Any) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise ValueError(f"invalid number {value!r}: use a number such as 0.5") from None
+    if not number > 0:
+        raise ValueError(f"number {number} is not above 0: use a positive number such as 0.5")
+    return number
+
+
+def _parse_objective(value: Any) -> float:
+    ratio = _parse_ratio(value)
+    if ratio >= 1:
+        raise ValueError(f"objective {ratio} leaves no error budget: use a ratio below 1, such as 0.995")
+    return ratio
+
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_metric_name(name: str) -> str:
+    if name and not _METRIC_NAME.match(name):
+        raise ValueError(f"invalid metric name {name!r}: use letters, digits, _ and :, such as http_server_requests_total")
+    return name
+
+
+def _check_label_name(name: str) -> str:
+    if name and not _LABEL_NAME.match(name):
+        raise ValueError(f"invalid label name {name!r}: use letters, digits and _, such as status_code")
+    return name
+
+
+def _check_url(url: str) -> str:
+    if not re.match(r"^https?://[^\s]+$", url):
+        raise ValueError(f"invalid URL {url!r}: use an http(s) URL such as https://github.com/org/repo/blob/main")
+    return url
+
+
 _HOST_PORT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:\d{1,5}$")
 
 
@@ -88,6 +127,15 @@ def _check_target(target: str) -> str:
         raise ValueError(f"invalid scrape target {target!r}: use host:port, such as magflow-api:8000")
     _parse_port(target.rsplit(":", 1)[1])
     return target
+
+
+def _check_dropped_label(name: str) -> str:
+    # Prometheus label names; job, instance and le carry the identity of a series, so dropping them merges series.
+    if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
+        raise ValueError(f"invalid label name {name!r}: use letters, digits and _, such as user_id")
+    if name in ("job", "instance", "le", "__name__"):
+        raise ValueError(f"label {name!r} identifies series and cannot be dropped: remove it from the list")
+    return name
 
 
 def _check_path(path: str) -> str:
@@ -102,6 +150,13 @@ Port = Annotated[int, BeforeValidator(_parse_port)]
 Ratio = Annotated[float, BeforeValidator(_parse_ratio)]
 Target = Annotated[str, AfterValidator(_check_target)]
 UrlPath = Annotated[str, AfterValidator(_check_path)]
+PositiveInt = Annotated[int, Field(gt=0)]
+DroppedLabel = Annotated[str, AfterValidator(_check_dropped_label)]
+PositiveNumber = Annotated[float, BeforeValidator(_parse_positive_number)]
+Objective = Annotated[float, BeforeValidator(_parse_objective)]
+MetricName = Annotated[str, AfterValidator(_check_metric_name)]
+LabelName = Annotated[str, AfterValidator(_check_label_name)]
+Url = Annotated[str, AfterValidator(_check_url)]
 ReceiverKind = Literal["none", "webhook", "slack", "email"]
 
 
@@ -136,6 +191,30 @@ class StackSettings(BaseModel):
     alertmanager_volume_size: ByteSize = Field(description="Size of Alertmanager's data volume.")
     grafana_volume_size: ByteSize = Field(description="Size of Grafana's data volume.")
     jaeger_volume_size: ByteSize = Field(description="Size of Jaeger's trace storage volume.")
+    jaeger_span_ttl: Duration = Field(description="How long Jaeger's Badger storage keeps spans, such as 14d.")
+    alertmanager_data_retention: Duration = Field(
+        description="How long Alertmanager keeps expired silences and notification log entries, such as 14d."
+    )
+    grafana_dashboard_versions_to_keep: PositiveInt = Field(
+        description="Number of saved versions Grafana keeps per dashboard ([dashboards] versions_to_keep)."
+    )
+    grafana_annotation_max_age: Duration = Field(
+        description="Age after which Grafana deletes dashboard and API annotations, such as 90d."
+    )
+
+    scrape_sample_limit: PositiveInt = Field(
+        description="Maximum samples per scrape of each target (sample_limit of every job); a scrape above it fails."
+    )
+    scrape_label_limit: PositiveInt = Field(
+        description="Maximum labels per series of each target (label_limit of every job); a scrape above it fails."
+    )
+    dropped_metric_labels: Annotated[list[DroppedLabel], BeforeValidator(_parse_list)] = Field(
+        min_length=1,
+        description="High-cardinality labels that Prometheus removes from every scraped series before storage.",
+    )
+    trace_slow_threshold: Duration = Field(
+        description="Production only: traces longer than this, such as 2s, are always kept by the collector's tail sampling."
+    )
 
     alert_default_receiver: ReceiverKind = Field(
         description="Receiver of every alert not routed elsewhere: none, webhook, slack or email."
@@ -148,6 +227,62 @@ class StackSettings(BaseModel):
     alert_email_from: str = Field(description="Sender address of the email receiver.")
     alert_email_smarthost: str = Field(description="SMTP server of the email receiver, as host:port.")
     alert_email_username: str = Field(description="SMTP user name of the email receiver.")
+
+    # The metric contract: names that the API emits and that every rule and dashboard query reads.
+    metric_convention: Literal["magflow", "otel-legacy", "otel-stable"] = Field(
+        description="Preset of metric and label names: magflow (http_server_duration_seconds, method, endpoint, "
+        "status_code), otel-legacy (OpenTelemetry HTTP semantic conventions before v1.20: "
+        "http_server_duration_milliseconds, http_method, http_route, http_status_code) or otel-stable "
+        "(http_server_request_duration_seconds, http_request_method, http_route, http_response_status_code)."
+    )
+    metric_request_duration: MetricName = Field(
+        description="Request duration histogram, without the _bucket suffix; empty uses the metricConvention name."
+    )
+    metric_request_duration_unit: Literal["", "seconds", "milliseconds"] = Field(
+        description="Unit of the request duration histogram: seconds or milliseconds; empty uses the metricConvention unit."
+    )
+    metric_requests: MetricName = Field(
+        description="Request counter, such as http_server_requests_total; empty uses the metricConvention name, "
+        "which is the duration histogram's _count series for the OpenTelemetry presets."
+    )
+    metric_request_size: MetricName = Field(description="Request size histogram; empty uses the metricConvention name.")
+    metric_response_size: MetricName = Field(description="Response size histogram; empty uses the metricConvention name.")
+    metric_active_requests: MetricName = Field(description="In-flight requests gauge; empty uses the metricConvention name.")
+    label_method: LabelName = Field(description="Label of the HTTP method; empty uses the metricConvention name.")
+    label_endpoint: LabelName = Field(description="Label of the route template; empty uses the metricConvention name.")
+    label_status_code: LabelName = Field(description="Label of the HTTP status code; empty uses the metricConvention name.")
+
+    alert_error_rate_threshold: Ratio = Field(
+        description="HighErrorRate fires when the 5xx share of all API requests is above this ratio, such as 0.05."
+    )
+    alert_error_rate_for: Duration = Field(description="How long the 5xx share must stay above the threshold, such as 5m.")
+    alert_latency_p95_threshold: Duration = Field(
+        description="HighLatency fires when the API's 95th percentile latency is above this duration, such as 1s."
+    )
+    alert_latency_for: Duration = Field(description="How long the p95 latency must stay above the threshold, such as 5m.")
+    alert_min_request_rate: PositiveNumber = Field(
+        description="Requests per second below which the error-rate and traffic alerts stay silent, such as 0.1."
+    )
+    alert_traffic_drop_ratio: Ratio = Field(
+        description="MagflowApiTrafficDrop fires when traffic is below this share of the same time one week earlier, such as 0.3."
+    )
+    alert_traffic_surge_factor: PositiveNumber = Field(
+        description="MagflowApiTrafficSurge fires when traffic is above this multiple of the same time one week earlier, such as 3."
+    )
+    runbook_base_url: Url = Field(
+        description="URL that the runbook file names docs/runbooks/<alert>.md are appended to in each alert's runbook_url."
+    )
+
+    slo_availability_objective: Objective = Field(
+        description="Share of API requests that must not fail with a 5xx status over sloWindow, such as 0.995."
+    )
+    slo_latency_objective: Objective = Field(
+        description="Share of API requests that must finish within sloLatencyThreshold over sloWindow, such as 0.99."
+    )
+    slo_latency_threshold: Duration = Field(
+        description="Latency SLO threshold, such as 500ms; it must equal a bucket boundary of the duration histogram."
+    )
+    slo_window: Duration = Field(description="SLO compliance window, such as 30d.")
 
     grafana_port: Port = Field(description="Docker only: loopback port that publishes Grafana.")
     prometheus_port: Port = Field(description="Docker only: loopback port that publishes Prometheus.")
@@ -181,12 +316,20 @@ _DEVELOPMENT_DEFAULTS: dict[str, Any] = {
     "apiMetricsPath": "/metrics",
     "apiScrapeInterval": "5s",
     "traceSamplingRatio": "1",
-    "prometheusRetentionTime": "3d",
+    "prometheusRetentionTime": "30d",
     "prometheusRetentionSize": "4GiB",
     "prometheusVolumeSize": "5Gi",
     "alertmanagerVolumeSize": "256Mi",
     "grafanaVolumeSize": "1Gi",
     "jaegerVolumeSize": "2Gi",
+    "jaegerSpanTtl": "2d",
+    "alertmanagerDataRetention": "2d",
+    "grafanaDashboardVersionsToKeep": 10,
+    "grafanaAnnotationMaxAge": "7d",
+    "scrapeSampleLimit": 50000,
+    "scrapeLabelLimit": 64,
+    "droppedMetricLabels": ["url", "http_url", "http_target", "user_id", "request_id", "trace_id", "session_id"],
+    "traceSlowThreshold": "2s",
     "alertDefaultReceiver": "none",
     "alertCriticalReceiver": "none",
     "alertSlackChannel": "",
@@ -194,6 +337,28 @@ _DEVELOPMENT_DEFAULTS: dict[str, Any] = {
     "alertEmailFrom": "",
     "alertEmailSmarthost": "",
     "alertEmailUsername": "",
+    "metricConvention": "magflow",
+    "metricRequestDuration": "",
+    "metricRequestDurationUnit": "",
+    "metricRequests": "",
+    "metricRequestSize": "",
+    "metricResponseSize": "",
+    "metricActiveRequests": "",
+    "labelMethod": "",
+    "labelEndpoint": "",
+    "labelStatusCode": "",
+    "alertErrorRateThreshold": "0.05",
+    "alertErrorRateFor": "5m",
+    "alertLatencyP95Threshold": "1s",
+    "alertLatencyFor": "5m",
+    "alertMinRequestRate": "0.1",
+    "alertTrafficDropRatio": "0.3",
+    "alertTrafficSurgeFactor": "3",
+    "runbookBaseUrl": "https://github.com/magflow/magflow-monitoring/blob/main",
+    "sloAvailabilityObjective": "0.995",
+    "sloLatencyObjective": "0.99",
+    "sloLatencyThreshold": "500ms",
+    "sloWindow": "30d",
     "grafanaPort": 3000,
     "prometheusPort": 9090,
     "alertmanagerPort": 9093,
@@ -216,6 +381,10 @@ _PRODUCTION_DEFAULTS: dict[str, Any] = {
     "alertmanagerVolumeSize": "1Gi",
     "grafanaVolumeSize": "5Gi",
     "jaegerVolumeSize": "50Gi",
+    "jaegerSpanTtl": "14d",
+    "alertmanagerDataRetention": "14d",
+    "grafanaDashboardVersionsToKeep": 50,
+    "grafanaAnnotationMaxAge": "8w",
 }
 
 ENVIRONMENT_DEFAULTS = {"development": _DEVELOPMENT_DEFAULTS, "production": _PRODUCTION_DEFAULTS}
@@ -278,7 +447,11 @@ def _describe(issue: Mapping[str, Any], values: Mapping[str, Any]) -> str:
     shown = values.get(key, issue.get("input"))
     field = StackSettings.model_fields.get(_field_name(key))
     accepted = f" Accepted: {field.description}" if field is not None and issue["type"] == "literal_error" else ""
-    return f"{PROJECT}:{key}={shown!r} is invalid: {message}.{accepted} Fix it with: pulumi config set {key} <value>"
+    fix = f"pulumi config set {key} <value>"
+    if field is not None and get_origin(field.annotation) is list:
+        # Without --path the CLI stores one string, which is not a list.
+        fix = f"pulumi config set --path '{key}[0]' <value>"
+    return f"{PROJECT}:{key}={shown!r} is invalid: {message}.{accepted} Fix it with: {fix}"
 
 
 def _field_name(alias: str) -> str:
@@ -314,9 +487,39 @@ def _check_combinations(settings: StackSettings) -> list[str]:
 
     if settings.prometheus_retention_size > 0.9 * settings.prometheus_volume_size:
         errors.append(
-            f"{PROJECT}:prometheusRetentionSize ({settings.prometheus_retention_size} bytes) is above 90% of "
-            f"prometheusVolumeSize ({settings.prometheus_volume_size} bytes), which leaves no room for the WAL "
+            f"{PROJECT}:prometheusRetentionSize={format_kubernetes_quantity(settings.prometheus_retention_size)!r} "
+            f"is above 90% of prometheusVolumeSize={format_kubernetes_quantity(settings.prometheus_volume_size)!r}, "
+            "which leaves no room for the WAL "
             "and compaction. Lower prometheusRetentionSize or raise prometheusVolumeSize."
+        )
+
+    errors.extend(_check_retention_time(settings))
+
+    return errors
+
+
+# The traffic alerts compare the last hour with the same hour one week earlier (`offset 1w`),
+# so Prometheus must still hold samples from 1w + 1h ago.
+TRAFFIC_ALERT_LOOKBACK = "1w1h"
+
+
+def _check_retention_time(settings: StackSettings) -> list[str]:
+    """Return an error for each query window that reaches further back than prometheusRetentionTime."""
+    retention = parse_duration(settings.prometheus_retention_time)
+    errors = []
+
+    if retention <= parse_duration(TRAFFIC_ALERT_LOOKBACK):
+        errors.append(
+            f"{PROJECT}:prometheusRetentionTime={settings.prometheus_retention_time!r} is too short: the traffic "
+            f"alerts compare with one week earlier and read samples up to {TRAFFIC_ALERT_LOOKBACK} old. "
+            "Set it above that with: pulumi config set prometheusRetentionTime 15d"
+        )
+
+    if retention < parse_duration(settings.slo_window):
+        errors.append(
+            f"{PROJECT}:prometheusRetentionTime={settings.prometheus_retention_time!r} is shorter than "
+            f"sloWindow={settings.slo_window!r}, so the SLO queries would read a partial window. Raise it with: "
+            f"pulumi config set prometheusRetentionTime {settings.slo_window}, or shorten sloWindow."
         )
 
     return errors

@@ -11,11 +11,11 @@ import pulumiverse_grafana as grafana_provider
 from components.config import placeholder_secrets
 from components.platform.docker import DockerPlatform
 from components.platform.kubernetes import KubernetesPlatform
-from components.services import alertmanager, grafana, jaeger, otel_collector, prometheus
+from components.services import alertmanager, blackbox_exporter, grafana, jaeger, otel_collector, prometheus
 from components.settings import StackSettings
 
 # Deployment order: each service starts after the ones it sends data to.
-SERVICES: list[ModuleType] = [jaeger, alertmanager, otel_collector, prometheus, grafana]
+SERVICES: list[ModuleType] = [jaeger, alertmanager, otel_collector, blackbox_exporter, prometheus, grafana]
 
 
 @dataclass
@@ -45,7 +45,7 @@ def render_outputs(
 
 
 class MonitoringStack(pulumi.ComponentResource):
-    """OpenTelemetry Collector, Prometheus, Alertmanager, Jaeger and Grafana, wired together."""
+    """OpenTelemetry Collector, Prometheus, Alertmanager, Jaeger, Grafana and the blackbox exporter, wired together."""
 
     urls: dict[str, pulumi.Output[str]]
     grafana_admin_password: pulumi.Output[str]

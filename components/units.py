@@ -95,6 +95,9 @@ def parse_byte_size(text: str) -> int:
 
 def format_prometheus_size(size_bytes: int) -> str:
     """Format bytes for `--storage.tsdb.retention.size`, whose `MB` and `GB` are binary units."""
+    # Rounding down could turn a small size into 0MB, which Prometheus reads as "no size limit".
+    if size_bytes % 1024**2:
+        return f"{size_bytes}B"
     return f"{size_bytes // 1024**2}MB"
 
 
@@ -104,3 +107,16 @@ def format_kubernetes_quantity(size_bytes: int) -> str:
         if size_bytes % factor == 0:
             return f"{size_bytes // factor}{suffix}"
     return str(size_bytes)
+
+
+def format_go_duration(seconds: float) -> str:
+    """Format seconds for Go's `time.ParseDuration`, which has no day or week unit (`336h`, `90m`, `1500ms`)."""
+    milliseconds = round(seconds * 1000)
+    parts = []
+    for unit, unit_ms in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        count, milliseconds = divmod(milliseconds, unit_ms)
+        if count:
+            parts.append(f"{count}{unit}")
+    if milliseconds:
+        parts.append(f"{milliseconds}ms")
+    return "".join(parts) or "0s"

@@ -7,6 +7,7 @@ from components.settings import StackSettings
 from components.workload import Workload, config_checksum
 
 CONFIG_CHECKSUM_LABEL = "io.magflow.config-checksum"
+VOLUME_OWNER_IMAGE = "busybox:1.37.0"
 
 
 class DockerPlatform:
@@ -31,9 +32,15 @@ class DockerPlatform:
         volumes = []
         if workload.data is not None:
             # The volume's inputs never depend on rendered config, so a config change replaces the
-            # container but keeps the volume and its data.
-            volume = docker.Volume(f"{workload.name}-data", name=f"{self.prefix}-{workload.name}-data", opts=opts)
+            # container but keeps the volume and its data. Production volumes are protected from
+            # `pulumi destroy` and from any change that would replace them.
+            volume = docker.Volume(
+                f"{workload.name}-data",
+                name=f"{self.prefix}-{workload.name}-data",
+                opts=pulumi.ResourceOptions(parent=self.parent, protect=self.settings.is_production),
+            )
             volumes.append(docker.ContainerVolumeArgs(volume_name=volume.name, container_path=workload.data.mount_path))
+            depends_on = [*(depends_on or []), self._own_volume(workload, volume)]
 
         uploads = [
             docker.ContainerUploadArgs(file=f"{workload.config_dir}/{path}", content=content, permissions="0444")
@@ -82,6 +89,29 @@ class DockerPlatform:
             wait=healthcheck is not None,
             wait_timeout=120,
             opts=pulumi.ResourceOptions(parent=self.parent, depends_on=depends_on or []),
+        )
+
+    def _own_volume(self, workload: Workload, volume: docker.Volume) -> docker.Container:
+        """Give the workload's user ownership of its new volume, with a one-shot container.
+
+        Docker creates a named volume owned by root unless the image already has the mount path,
+        and some images (Jaeger's) do not, so their non-root user could not write to it.
+        """
+        assert workload.data is not None
+        image = docker.RemoteImage(
+            f"{workload.name}-volume-owner", name=VOLUME_OWNER_IMAGE, keep_locally=True, opts=pulumi.ResourceOptions(parent=self.parent)
+        )
+        return docker.Container(
+            f"{workload.name}-volume-owner",
+            name=f"{self.prefix}-{workload.name}-volume-owner",
+            image=image.image_id,
+            command=["chown", "-R", f"{workload.user}:{workload.user}", "/data"],
+            volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/data")],
+            # Runs once and exits; attach makes `pulumi up` wait for it before starting the service.
+            must_run=False,
+            attach=True,
+            user="0",
+            opts=pulumi.ResourceOptions(parent=self.parent),
         )
 
     def url(self, workload: Workload, port_name: str) -> str:

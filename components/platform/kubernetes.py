@@ -27,7 +27,9 @@ class KubernetesPlatform:
                 name=settings.namespace,
                 labels={"app.kubernetes.io/part-of": "magflow-monitoring", "magflow.io/stack": stack},
             ),
-            opts=pulumi.ResourceOptions(parent=parent),
+            # Deleting a namespace deletes the PersistentVolumeClaims in it, whatever their own
+            # options say, so the production namespace is protected like its claims.
+            opts=pulumi.ResourceOptions(parent=parent, protect=settings.is_production),
         )
         self.namespace_name = self.namespace.metadata.name
 
@@ -187,6 +189,9 @@ class KubernetesPlatform:
             ),
             # Monitoring data outlives any single deployment: production claims cannot be deleted by
             # `pulumi destroy` or by a replacement, and every claim is kept when Pulumi forgets it.
+            # pulumi-kubernetes 4.x replaces a claim only when accessModes, selector, storageClassName
+            # or volumeName change; a larger storage request is an in-place update that expands the
+            # volume if its StorageClass sets allowVolumeExpansion.
             opts=pulumi.ResourceOptions(
                 parent=self.parent,
                 protect=self.settings.is_production,

@@ -5,6 +5,7 @@ from typing import Any, Mapping
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
+from components.units import format_go_duration, parse_duration
 from components.workload import DataVolume, HttpCheck, Port, Resources, Workload
 
 NAME = ep.ALERTMANAGER
@@ -100,6 +101,8 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         args=[
             f"--config.file={CONFIG_DIR}/alertmanager.yml",
             f"--storage.path={DATA_DIR}",
+            # Expired silences and notification log entries older than this are deleted; Go duration syntax.
+            f"--data.retention={format_go_duration(parse_duration(settings.alertmanager_data_retention))}",
             f"--web.listen-address=0.0.0.0:{PORT}",
             # A single replica: no gossip peers to find.
             "--cluster.listen-address=",

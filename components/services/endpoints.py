@@ -25,6 +25,9 @@ JAEGER_TELEMETRY_PORT = 8888
 GRAFANA = "grafana"
 GRAFANA_PORT = 3000
 
+BLACKBOX_EXPORTER = "blackbox-exporter"
+BLACKBOX_EXPORTER_PORT = 9115
+
 
 def address(host: str, port: int) -> str:
     return f"{host}:{port}"

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 from components.rendering import REPOSITORY_ROOT, to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
+from components.units import format_go_duration, parse_duration
 from components.workload import DataVolume, HttpCheck, Port, Resources, Workload
 
 NAME = ep.GRAFANA
@@ -22,6 +23,7 @@ SECRET_FILES = frozenset({ADMIN_PASSWORD_FILE})
 PROMETHEUS_UID = "prometheus"
 ALERTMANAGER_UID = "alertmanager"
 JAEGER_UID = "jaeger"
+EXEMPLAR_TRACE_ID_LABEL = "trace_id"
 
 
 def public_url(settings: StackSettings) -> str:
@@ -33,6 +35,7 @@ def public_url(settings: StackSettings) -> str:
 
 def render_ini(settings: StackSettings) -> str:
     """Return grafana.ini: no anonymous access, no sign-up, admin password read from a file."""
+    annotation_max_age = format_go_duration(parse_duration(settings.grafana_annotation_max_age))
     sections = {
         "server": {"http_port": str(PORT), "root_url": public_url(settings)},
         "security": {
@@ -44,6 +47,11 @@ def render_ini(settings: StackSettings) -> str:
         "auth.anonymous": {"enabled": "false"},
         "analytics": {"reporting_enabled": "false", "check_for_updates": "false"},
         "paths": {"provisioning": f"{CONFIG_DIR}/provisioning", "data": DATA_DIR},
+        "dashboards": {"versions_to_keep": str(settings.grafana_dashboard_versions_to_keep)},
+        # Grafana's cleanup job deletes older annotations. Hours, because Grafana reads a mixed
+        # duration such as 1w2d with Go's parser, which has no day or week unit.
+        "annotations.dashboard": {"max_age": annotation_max_age},
+        "annotations.api": {"max_age": annotation_max_age},
     }
     lines = []
     for section, values in sections.items():
@@ -66,7 +74,14 @@ def render_datasources(settings: StackSettings) -> dict[str, Any]:
                 "url": f"http://{ep.address(ep.PROMETHEUS, ep.PROMETHEUS_PORT)}",
                 "isDefault": True,
                 "editable": False,
-                "jsonData": {"httpMethod": "POST", "timeInterval": "15s"},
+                "jsonData": {
+                    "httpMethod": "POST",
+                    "timeInterval": "15s",
+                    # Exemplars whose trace_id label (the OpenTelemetry name) links to the trace in Jaeger.
+                    "exemplarTraceIdDestinations": [
+                        {"name": EXEMPLAR_TRACE_ID_LABEL, "datasourceUid": JAEGER_UID, "urlDisplayLabel": "Trace in Jaeger"}
+                    ],
+                },
             },
             {
                 "name": "Alertmanager",

@@ -5,6 +5,7 @@ from typing import Any, Mapping
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
+from components.units import format_go_duration, parse_duration
 from components.workload import DataVolume, HttpCheck, Port, Resources, Workload
 
 NAME = ep.JAEGER
@@ -13,9 +14,6 @@ CONFIG_DIR = "/etc/jaeger"
 DATA_DIR = "/badger"
 SECRETS: tuple[str, ...] = ()
 SECRET_FILES: frozenset[str] = frozenset()
-
-# How long Badger keeps spans: seven days.
-SPAN_TTL = "168h"
 
 
 def render_config(settings: StackSettings) -> dict[str, Any]:
@@ -52,7 +50,8 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
                         "badger": {
                             "directories": {"keys": f"{DATA_DIR}/keys", "values": f"{DATA_DIR}/values"},
                             "ephemeral": False,
-                            "ttl": {"spans": SPAN_TTL},
+                            # Go duration syntax: Badger has no day unit, so 14d becomes 336h.
+                            "ttl": {"spans": format_go_duration(parse_duration(settings.jaeger_span_ttl))},
                         }
                     }
                 }

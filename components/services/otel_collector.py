@@ -5,6 +5,7 @@ from typing import Any, Mapping
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
+from components.units import format_duration, parse_duration
 from components.workload import HttpCheck, Port, Resources, Workload
 
 NAME = ep.OTEL_COLLECTOR
@@ -14,8 +15,36 @@ SECRETS: tuple[str, ...] = ()
 SECRET_FILES: frozenset[str] = frozenset()
 
 
+def trace_sampler(settings: StackSettings) -> tuple[str, dict[str, Any]]:
+    """Return the name and config of the processor that samples traces.
+
+    Development keeps a random share of traces as they arrive (head sampling). Production
+    waits for each trace to complete (tail sampling) and keeps every trace with an error
+    status, every trace longer than traceSlowThreshold and a random share of the rest.
+    """
+    percentage = round(settings.trace_sampling_ratio * 100, 4)
+    if not settings.is_production:
+        return "probabilistic_sampler", {"sampling_percentage": percentage}
+
+    threshold_seconds = parse_duration(settings.trace_slow_threshold)
+    # A trace is judged this long after its first span arrives, so a slow trace must finish
+    # within it. Spans of a trace must all reach this single collector replica.
+    decision_wait_seconds = max(10, 2 * threshold_seconds)
+    return "tail_sampling", {
+        "decision_wait": format_duration(decision_wait_seconds),
+        # Traces held in memory while they wait for the decision; memory_limiter still caps the total.
+        "num_traces": 50000,
+        "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "slow", "type": "latency", "latency": {"threshold_ms": round(threshold_seconds * 1000)}},
+            {"name": "sampled", "type": "probabilistic", "probabilistic": {"sampling_percentage": percentage}},
+        ],
+    }
+
+
 def render_config(settings: StackSettings) -> dict[str, Any]:
     """Return the collector's config.yaml as data."""
+    sampler, sampler_config = trace_sampler(settings)
     trace_exporters = ["otlp/jaeger"]
     metric_exporters = ["prometheus"]
     exporters: dict[str, Any] = {
@@ -46,7 +75,7 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         "processors": {
             # First in every pipeline, so the collector refuses data before it runs out of memory.
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
-            "probabilistic_sampler": {"sampling_percentage": round(settings.trace_sampling_ratio * 100, 4)},
+            sampler: sampler_config,
             "batch": {},
         },
         "exporters": exporters,
@@ -63,7 +92,8 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
-                    "processors": ["memory_limiter", "probabilistic_sampler", "batch"],
+                    # memory_limiter first and batch last, as the collector's documentation recommends.
+                    "processors": ["memory_limiter", sampler, "batch"],
                     "exporters": trace_exporters,
                 },
                 "metrics": {

@@ -2,7 +2,9 @@
 
 from typing import Any, Mapping
 
+from components import rules
 from components.rendering import REPOSITORY_ROOT, to_yaml
+from components.services import blackbox_exporter
 from components.services import endpoints as ep
 from components.settings import StackSettings
 from components.units import format_prometheus_size
@@ -16,6 +18,7 @@ DATA_DIR = "/prometheus"
 RULES_DIR = REPOSITORY_ROOT / "rules"
 
 API_JOB = "magflow-api"
+API_HEALTH_JOB = "magflow-api-health"
 API_TOKEN_FILE = "secrets/api-metrics-token"
 SECRETS = ("apiMetricsToken",)
 SECRET_FILES = frozenset({API_TOKEN_FILE})
@@ -30,7 +33,28 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         "metrics_path": settings.api_metrics_path,
         # The API rejects unauthenticated scrapes of /metrics; the token is a mounted secret file.
         "authorization": {"type": "Bearer", "credentials_file": f"{CONFIG_DIR}/{API_TOKEN_FILE}"},
-        "static_configs": [{"targets": list(settings.api_targets)}],
+        # A target label, unlike the external label, is in every stored series, so dashboards and
+        # recording rules can filter and group by environment.
+        "static_configs": [{"targets": list(settings.api_targets), "labels": {"environment": settings.environment}}],
+    }
+
+    # Standard blackbox pattern: each API target becomes the exporter's `target` parameter, and
+    # the exporter's address replaces it. `instance` stays host:port, as in the magflow-api job.
+    health_job = {
+        "job_name": API_HEALTH_JOB,
+        "scrape_interval": settings.api_scrape_interval,
+        "metrics_path": "/probe",
+        "params": {"module": [blackbox_exporter.HTTP_MODULE]},
+        "static_configs": [{"targets": list(settings.api_targets), "labels": {"environment": settings.environment}}],
+        "relabel_configs": [
+            {
+                "source_labels": ["__address__"],
+                "target_label": "__param_target",
+                "replacement": f"{settings.api_scheme}://${{1}}{blackbox_exporter.API_HEALTH_PATH}",
+            },
+            {"source_labels": ["__address__"], "target_label": "instance"},
+            {"target_label": "__address__", "replacement": ep.address(ep.BLACKBOX_EXPORTER, ep.BLACKBOX_EXPORTER_PORT)},
+        ],
     }
 
     component_jobs = [
@@ -42,6 +66,7 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         _job(ep.ALERTMANAGER, ep.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)),
         _job(ep.GRAFANA, ep.address(ep.GRAFANA, ep.GRAFANA_PORT)),
         _job(ep.JAEGER, ep.address(ep.JAEGER, ep.JAEGER_TELEMETRY_PORT)),
+        _job(ep.BLACKBOX_EXPORTER, ep.address(ep.BLACKBOX_EXPORTER, ep.BLACKBOX_EXPORTER_PORT)),
     ]
 
     return {
@@ -54,7 +79,7 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         "alerting": {
             "alertmanagers": [{"static_configs": [{"targets": [ep.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)]}]}],
         },
-        "scrape_configs": [api_job, *component_jobs],
+        "scrape_configs": limit_cardinality([api_job, health_job, *component_jobs], settings),
     }
 
 
@@ -62,15 +87,37 @@ def _job(name: str, target: str) -> dict[str, Any]:
     return {"job_name": name, "static_configs": [{"targets": [target]}]}
 
 
-def rule_files() -> dict[str, str]:
-    """Return the rule files of `rules/`, by file name."""
-    return {path.name: path.read_text() for path in sorted(RULES_DIR.glob("*.yml"))}
+def limit_cardinality(jobs: list[dict[str, Any]], settings: StackSettings) -> list[dict[str, Any]]:
+    """Add the cardinality guards to every scrape job.
+
+    A scrape with more samples than `sample_limit`, or a series with more labels than
+    `label_limit`, fails as a whole: the target reports `up == 0` and nothing of it is stored,
+    so a runaway target cannot fill the disk. `labeldrop` removes per-request labels (URLs, user
+    and request ids) after the scrape and before storage. It runs after honor_labels, so it also
+    covers the labels that OTLP senders set.
+    """
+    dropped = "|".join(settings.dropped_metric_labels)
+    # A fresh list per job, so that the YAML output has no anchors and aliases.
+    return [
+        {
+            **job,
+            "sample_limit": settings.scrape_sample_limit,
+            "label_limit": settings.scrape_label_limit,
+            "metric_relabel_configs": [{"action": "labeldrop", "regex": dropped}],
+        }
+        for job in jobs
+    ]
+
+
+def rule_files(settings: StackSettings) -> dict[str, str]:
+    """Return the rule files generated for the stack's metric contract, by file name."""
+    return rules.render_rule_files(settings)
 
 
 def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
     """Return every file Prometheus reads, by path relative to its config directory."""
     files = {"prometheus.yml": to_yaml(render_config(settings))}
-    files.update({f"rules/{name}": text for name, text in rule_files().items()})
+    files.update({f"rules/{name}": text for name, text in rule_files(settings).items()})
     files[API_TOKEN_FILE] = secrets["apiMetricsToken"]
     return files
 
@@ -84,6 +131,8 @@ def args(settings: StackSettings) -> list[str]:
         f"--storage.tsdb.retention.size={format_prometheus_size(settings.prometheus_retention_size)}",
         f"--web.listen-address=0.0.0.0:{PORT}",
         "--web.enable-lifecycle",
+        # Stores the trace ids that the API attaches to histogram samples, for Grafana's links to Jaeger.
+        "--enable-feature=exemplar-storage",
     ]
 
 
