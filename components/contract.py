@@ -61,9 +61,8 @@ PRESETS: dict[str, MetricContract] = {
         endpoint_label="endpoint",
         status_code_label="status_code",
     ),
-    # Semantic conventions before v1.20 (opentelemetry-instrumentation-fastapi's default). The route
-    # label is `http_route`; instrumentations that only know the raw path send `http_target`, which
-    # `labelEndpoint` selects.
+    # HTTP semantic conventions before v1.20. The route label is `http_route`. Instrumentations that
+    # only know the raw path send `http_target` instead, which `labelEndpoint` selects.
     "otel-legacy": MetricContract(
         request_duration="http_server_duration_milliseconds",
         request_duration_unit="milliseconds",

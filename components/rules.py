@@ -3,9 +3,10 @@
     python -m components.rules --stack dev   # rewrites rules/*.yml; a test fails when they are stale
 
 The API rules read only the names of `components.contract`, and record the series that
-`components.signals` hands to the dashboard. SLOs are expanded the way Sloth does it: error ratios
-recorded over each burn-rate window, then multi-window, multi-burn-rate alerts that page at 14.4x
-(1h and 5m) or 6x (6h and 30m) and open a ticket at 3x (1d and 2h) or 1x (3d and 6h).
+`components.signals` hands to the dashboard. SLOs are expanded in the multi-window,
+multi-burn-rate form that Sloth also generates. Error ratios are recorded over each burn-rate
+window. Alerts page at 14.4 times the budget rate (1h and 5m) or 6 times (6h and 30m), and open a
+ticket at 3 times (1d and 2h) or once (3d and 6h).
 Prometheus deploys the output rendered for its own stack. The files in `rules/` are the dev
 stack's output, committed so that reviews show every rule change.
 """
@@ -33,7 +34,7 @@ API = f'job="{sig.API_JOB}"'
 # Labels of the per-job series: `environment` is a target label, so it survives every `sum by (job, ...)`.
 JOB_LEVEL = f"job, {sig.ENVIRONMENT_LABEL}"
 
-# Burn-rate alerts of the SRE workbook for a 30-day window: (severity, factor, long window, short window).
+# Burn-rate alerts for a 30-day SLO window: (severity, factor, long window, short window).
 BURN_RATE_ALERTS = (
     ("critical", 14.4, "1h", "5m"),
     ("critical", 6, "6h", "30m"),
@@ -91,7 +92,7 @@ def api_recording_rules(contract: MetricContract) -> list[dict[str, Any]]:
 
     def quantile(q: float) -> str:
         expression = f"histogram_quantile({q}, {sig.bucket_rate_by_job(contract)})"
-        # Quantiles of a millisecond histogram come out in milliseconds; the recorded name says seconds.
+        # Quantiles of a millisecond histogram come out in milliseconds, but the recorded name says seconds.
         return expression if seconds == 1 else f"{expression} * {_number(seconds)}"
 
     return [
@@ -241,7 +242,7 @@ def slo_recording_rules(settings: StackSettings, contract: MetricContract) -> li
         for slo, expr in slo_error_ratio_exprs(settings, contract, window).items():
             rules.append(_record(sig.slo_error_ratio(window), expr, {sig.SLO_LABEL: slo}))
 
-    # Averaging the 5m ratios over the SLO window, as Sloth does, avoids one rate() over 30 days of raw samples.
+    # Averaging the recorded 5m ratios over the SLO window avoids one rate() over 30 days of raw samples.
     # NOTE: the average weighs quiet and busy 5-minute steps alike, so it approximates the request-weighted ratio.
     period = format_duration(parse_duration(settings.slo_window))
     period_ratio = sig.slo_error_ratio(period)
@@ -301,8 +302,8 @@ def slo_alerts(settings: StackSettings) -> list[dict[str, Any]]:
 
 
 def _collector_rate(metric: str, by: str, signal: str) -> str:
-    # The collector's internal counters gained a `_total` suffix when it moved to OpenTelemetry's
-    # Prometheus exporter (v0.10x), so the regex matches both names.
+    # Collector versions name these counters with or without a `_total` suffix, depending on how
+    # they export their internal telemetry, so the regex matches both names.
     series = f'{{__name__=~"{metric}(_total)?"}}'
     return f'label_replace(sum by (job, instance, {by}) (rate({series}[5m])), "signal", "{signal}", "", "") > 0'
 
@@ -340,8 +341,8 @@ def meta_alerts(settings: StackSettings) -> list[dict[str, Any]]:
             + _collector_rate("otelcol_exporter_send_failed_metric_points", "exporter", "metric points"),
             "warning",
             "OpenTelemetry Collector {{ $labels.instance }} fails to export {{ $labels.signal }}",
-            "Exporter {{ $labels.exporter }} fails to send {{ $value | humanize }} {{ $labels.signal }} per second; "
-            "they are lost once its retry queue is full.",
+            "Exporter {{ $labels.exporter }} fails to send {{ $value | humanize }} {{ $labels.signal }} per second. "
+            "They are lost once its retry queue is full.",
             "5m",
         ),
         _alert(

@@ -130,7 +130,7 @@ def _check_target(target: str) -> str:
 
 
 def _check_dropped_label(name: str) -> str:
-    # Prometheus label names; job, instance and le carry the identity of a series, so dropping them merges series.
+    # job, instance and le are part of a series' identity, so dropping one would merge distinct series.
     if not re.match(r"^[a-zA-Z_][a-zA-Z0-9_]*$", name):
         raise ValueError(f"invalid label name {name!r}: use letters, digits and _, such as user_id")
     if name in ("job", "instance", "le", "__name__"):
@@ -203,10 +203,10 @@ class StackSettings(BaseModel):
     )
 
     scrape_sample_limit: PositiveInt = Field(
-        description="Maximum samples per scrape of each target (sample_limit of every job); a scrape above it fails."
+        description="Maximum samples per scrape of each target (sample_limit of every job). A scrape above it fails."
     )
     scrape_label_limit: PositiveInt = Field(
-        description="Maximum labels per series of each target (label_limit of every job); a scrape above it fails."
+        description="Maximum labels per series of each target (label_limit of every job). A scrape above it fails."
     )
     dropped_metric_labels: Annotated[list[DroppedLabel], BeforeValidator(_parse_list)] = Field(
         min_length=1,
@@ -236,21 +236,21 @@ class StackSettings(BaseModel):
         "(http_server_request_duration_seconds, http_request_method, http_route, http_response_status_code)."
     )
     metric_request_duration: MetricName = Field(
-        description="Request duration histogram, without the _bucket suffix; empty uses the metricConvention name."
+        description="Request duration histogram, without the _bucket suffix. Empty uses the metricConvention name."
     )
     metric_request_duration_unit: Literal["", "seconds", "milliseconds"] = Field(
-        description="Unit of the request duration histogram: seconds or milliseconds; empty uses the metricConvention unit."
+        description="Unit of the request duration histogram: seconds or milliseconds. Empty uses the metricConvention unit."
     )
     metric_requests: MetricName = Field(
-        description="Request counter, such as http_server_requests_total; empty uses the metricConvention name, "
+        description="Request counter, such as http_server_requests_total. Empty uses the metricConvention name, "
         "which is the duration histogram's _count series for the OpenTelemetry presets."
     )
-    metric_request_size: MetricName = Field(description="Request size histogram; empty uses the metricConvention name.")
-    metric_response_size: MetricName = Field(description="Response size histogram; empty uses the metricConvention name.")
-    metric_active_requests: MetricName = Field(description="In-flight requests gauge; empty uses the metricConvention name.")
-    label_method: LabelName = Field(description="Label of the HTTP method; empty uses the metricConvention name.")
-    label_endpoint: LabelName = Field(description="Label of the route template; empty uses the metricConvention name.")
-    label_status_code: LabelName = Field(description="Label of the HTTP status code; empty uses the metricConvention name.")
+    metric_request_size: MetricName = Field(description="Request size histogram. Empty uses the metricConvention name.")
+    metric_response_size: MetricName = Field(description="Response size histogram. Empty uses the metricConvention name.")
+    metric_active_requests: MetricName = Field(description="In-flight requests gauge. Empty uses the metricConvention name.")
+    label_method: LabelName = Field(description="Label of the HTTP method. Empty uses the metricConvention name.")
+    label_endpoint: LabelName = Field(description="Label of the route template. Empty uses the metricConvention name.")
+    label_status_code: LabelName = Field(description="Label of the HTTP status code. Empty uses the metricConvention name.")
 
     alert_error_rate_threshold: Ratio = Field(
         description="HighErrorRate fires when the 5xx share of all API requests is above this ratio, such as 0.05."
@@ -498,8 +498,8 @@ def _check_combinations(settings: StackSettings) -> list[str]:
     return errors
 
 
-# The traffic alerts compare the last hour with the same hour one week earlier (`offset 1w`),
-# so Prometheus must still hold samples from 1w + 1h ago.
+# The traffic alerts compare the request rate with the rate one week earlier (`[5m] offset 1w`,
+# components/rules.py). Retention must reach past that, with 1h of margin for longer ranges.
 TRAFFIC_ALERT_LOOKBACK = "1w1h"
 
 

@@ -32,7 +32,7 @@ ERROR_RATIO_BY_JOB = "job:http_requests_errors:ratio_rate5m"
 LATENCY_P95_BY_JOB = "job:http_request_duration_seconds:p95_rate5m"
 LATENCY_P99_BY_JOB = "job:http_request_duration_seconds:p99_rate5m"
 
-# SLO series carry an `slo` label (availability or latency); the windows are those of the burn-rate alerts.
+# SLO series carry an `slo` label (availability or latency). The windows are those of the burn-rate alerts.
 SLO_LABEL = "slo"
 SLO_AVAILABILITY = "availability"
 SLO_LATENCY = "latency"

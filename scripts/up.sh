@@ -79,7 +79,7 @@ docker)
     ;;
 kubernetes)
     kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
-    # KUBECONFIG may list several files separated by ":"; the first one must exist.
+    # KUBECONFIG may list several files separated by ":", and the first one must exist.
     if [[ ! -f ${kubeconfig%%:*} ]]; then
         fail "stack $stack runs on Kubernetes, but no kubeconfig was found at ${kubeconfig%%:*}." \
             "Set KUBECONFIG to the cluster's kubeconfig file, or write it to ~/.kube/config."
@@ -87,7 +87,7 @@ kubernetes)
     if command -v kubectl >/dev/null; then
         echo "Kubernetes context: $(kubectl config current-context 2>/dev/null || echo '(none set)')"
     else
-        echo "note: kubectl was not found; the deployment uses the current context of ${kubeconfig%%:*}." >&2
+        echo "note: kubectl was not found. The deployment uses the current context of ${kubeconfig%%:*}." >&2
     fi
     ;;
 *)
@@ -109,8 +109,8 @@ elif [[ -z ${PULUMI_CONFIG_PASSPHRASE:-} ]]; then
         "or keep it in a file:   export PULUMI_CONFIG_PASSPHRASE_FILE=~/.config/magflow/pulumi-passphrase"
 fi
 
-# The metrics token is set once; later runs keep the encrypted value from the stack file.
-# Checked before anything is installed, so a missing token fails fast.
+# The metrics token is stored once, and later runs keep the encrypted value from the stack file.
+# It is checked before anything is installed, so a missing token fails fast.
 token_to_store=
 if grep -q "^[[:space:]]*$PROJECT:apiMetricsToken:" "$stack_file"; then
     if [[ -n ${MAGFLOW_API_METRICS_TOKEN:-} ]]; then

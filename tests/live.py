@@ -104,7 +104,7 @@ def stop_process(process: Process, timeout: float = 10.0) -> None:
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET a loopback URL and return the status code and body; HTTP errors are returned, not raised."""
+    """GET a loopback URL and return the status code and body. HTTP error statuses are returned, not raised."""
     if not url.startswith(f"http://{LOOPBACK}:"):
         raise ValueError(f"invalid URL {url!r}: live tests only contact http://{LOOPBACK}:<port>")
     try:
@@ -115,14 +115,17 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
-    """GET a loopback URL and return its JSON body; raises AssertionError on a status other than 200."""
+    """GET a loopback URL and return its JSON body. Raises AssertionError on a status other than 200."""
     status, body = http_get(url, timeout)
     assert status == 200, f"GET {url} returned {status}: {body[:500]!r}"
     return json.loads(body)
 
 
 def wait_until_ready(url: str, process: Process, timeout: float = 30.0) -> None:
-    """Poll `url` until it returns 200. Raises TimeoutError, with the process log, on timeout or exit."""
+    """Poll `url` until it returns 200.
+
+    Raises TimeoutError on timeout and RuntimeError when the process exits first, both with its log.
+    """
     deadline = time.monotonic() + timeout
     last = "no response"
     while time.monotonic() < deadline:
@@ -166,7 +169,7 @@ class LocalStack:
         return self.root / service / relative
 
     def port(self, host: str, container_port: int) -> int:
-        """Return the loopback port that replaced `host:container_port`; KeyError if the files never used it."""
+        """Return the loopback port that replaced `host:container_port`. Raises KeyError if no file used it."""
         return self.ports[(host, container_port)]
 
     def address(self, host: str, container_port: int) -> str:

@@ -51,6 +51,7 @@ NOT_STARTED = tuple(service.NAME for service in SERVICES if service.NAME not in 
 # Prometheus' global scrape and evaluation intervals in the test. The rendered 15s would make a
 # `for` of a few seconds meaningless and push alerts past the test's time budget.
 TEST_INTERVAL = "1s"
+TEST_RESEND_DELAY = "2s"
 
 T = TypeVar("T")
 
@@ -236,6 +237,10 @@ def running_stack(root: Path, overrides: Mapping[str, Any]) -> Iterator[LiveStac
             data_dir = root / "data" / name
             data_dir.mkdir(parents=True, exist_ok=True)
             args = localize_args(workload, config_root / name, data_dir, addresses[name])
+            if service is prometheus:
+                # The first evaluation runs before the notifier has its Alertmanager, so Prometheus
+                # drops that notification and resends only after --rules.alert.resend-delay (1m).
+                args.append(f"--rules.alert.resend-delay={TEST_RESEND_DELAY}")
             process = start_process(name, [binary, *args], root / "logs" / f"{name}.log")
             stack.processes.append(process)
             wait_until_ready(f"http://{addresses[name]}{ready_path}", process)

@@ -1,9 +1,9 @@
 """Run `__main__.py` under Pulumi mocks and record every resource and stack output it declares.
 
-The program runs the way the Python language host runs it (`runpy` inside
-`pulumi.runtime.run_in_stack`), with config built the way the Pulumi CLI builds it: the
-defaults declared in Pulumi.yaml, then the stack file, all as strings in the
-`magflow-monitoring:` namespace (lists and numbers JSON-encoded), plus the test secrets.
+The program runs the way the Python language host runs it: `runpy` inside
+`pulumi.runtime.run_in_stack`. Its config is built the way the Pulumi CLI builds it. The
+defaults declared in Pulumi.yaml come first, then the stack file, then the test secrets, all
+as strings in the `magflow-monitoring:` namespace, with lists and numbers JSON-encoded.
 
 Pulumi's `MockMonitor` hands `Mocks.new_resource` inputs with the secret markers folded into
 the top-level keys, and it ignores `additionalSecretOutputs`. `RecordingMonitor` therefore
@@ -116,10 +116,6 @@ class RecordedResource:
     def is_secret(self, *path: str | int) -> bool:
         """Return whether the input at `path`, or a value that contains it, was a secret."""
         return any(path[: len(secret)] == secret for secret in self.secret_paths)
-
-    def contains_secret(self, *path: str | int) -> bool:
-        """Return whether any input at or below `path` was a secret."""
-        return any(secret[: len(path)] == path or path[: len(secret)] == secret for secret in self.secret_paths)
 
 
 @dataclass
@@ -306,9 +302,11 @@ def run_program(
     `TEST_API_METRICS_TOKEN` as a secret. An exception from the program is stored in `error`
     instead of raised, so a test can check that a failed run declared nothing.
     """
-    secrets = {"apiMetricsToken": TEST_API_METRICS_TOKEN, **(secrets or {})}
+    plain = dict(plain or {})
+    # A key given in `plain` is plain text even when it is a secret key, such as apiMetricsToken.
+    secrets = {key: value for key, value in {"apiMetricsToken": TEST_API_METRICS_TOKEN, **(secrets or {})}.items() if key not in plain}
     values = stack_config(stack)
-    values.update(namespaced({**(config or {}), **(plain or {}), **secrets}))
+    values.update(namespaced({**(config or {}), **plain, **secrets}))
     for key in remove:
         values.pop(f"{PROJECT}:{key}", None)
     secret_keys = [f"{PROJECT}:{key}" for key in secrets if f"{PROJECT}:{key}" in values]

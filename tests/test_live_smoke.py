@@ -1,7 +1,7 @@
 """Smoke test of the dev stack's alert path with Debian's Prometheus and Alertmanager on 127.0.0.1.
 
 Both binaries read the rendered dev configuration, with only hosts, ports and paths moved by
-`tests.live.render_local_stack`. The scrape targets of the other services point at free
+`render_local_stack` of tests/live.py. The scrape targets of the other services point at free
 loopback ports where nothing listens, so those scrapes fail without leaving the machine.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components.services import endpoints as ep
-from tests.live import (
+from live import (
     LocalStack,
     Process,
     get_json,
@@ -27,11 +27,12 @@ pytestmark = pytest.mark.live
 
 READY_TIMEOUT = 30.0
 
-# The notifier learns the Alertmanager from service discovery, which sends its first update about
-# 5s after start. An evaluation before that drops the alert, and Prometheus resends firing alerts
-# only every --rules.alert.resend-delay (1m by default). A 2s resend delay bounds the wait to about
-# one evaluation interval (15s in the rendered config) plus that 5s. The flag is not part of the
-# rendered configuration, which stays as rendered.
+# Prometheus 2.42's notifier learns the Alertmanager from service discovery, whose manager sends
+# updates every 5s, so the first one comes about 5s after start. An evaluation before that drops
+# the alert, and Prometheus resends a firing alert only every --rules.alert.resend-delay (1m by
+# default): with defaults the Watchdog took 77s to arrive in one run. A 2s resend delay bounds the
+# wait to about one evaluation interval (15s in the rendered config) plus those 5s. The flag is a
+# command-line option, so the rendered configuration stays as rendered.
 RESEND_DELAY = "2s"
 WATCHDOG_TIMEOUT = 45.0
 
@@ -166,3 +167,21 @@ def test_watchdog_reaches_alertmanager(local_stack: LocalStack, alertmanager: Pr
     assert labels.get("environment") == "development", f"Watchdog labels {labels} lack environment=development"
     receivers = [receiver["name"] for receiver in watchdogs[0]["receivers"]]
     assert receivers == ["none"], f"Watchdog was routed to {receivers}, expected only the 'none' receiver"
+
+
+def test_prometheus_rules_evaluate_without_errors(local_stack: LocalStack, prometheus: Process) -> None:
+    # Every group runs once per evaluation interval (15s), starting at an offset within it.
+    deadline = time.monotonic() + 40.0
+    rules: list[dict] = []
+    while time.monotonic() < deadline:
+        groups = get_json(f"{_prometheus_url(local_stack)}/api/v1/rules")["data"]["groups"]
+        rules = [rule for group in groups for rule in group["rules"]]
+        if rules and all(rule["health"] != "unknown" for rule in rules):
+            break
+        time.sleep(1.0)
+
+    assert rules, "Prometheus loaded no rules"
+    unevaluated = [rule["name"] for rule in rules if rule["health"] == "unknown"]
+    assert not unevaluated, f"rules not evaluated within 40s: {unevaluated}"
+    failed = {rule["name"]: rule.get("lastError", "") for rule in rules if rule["health"] != "ok"}
+    assert not failed, f"rules that failed to evaluate: {failed}"

@@ -163,6 +163,19 @@ def test_service_matches_pods(prod_run, service):
     assert all(port["targetPort"] == port["name"] for port in spec["ports"])
 
 
+@pytest.mark.parametrize("service", SERVICES, ids=lambda service: service.NAME)
+def test_config_matches_rendered_files(prod_run, service):
+    secrets = {"apiMetricsToken": TEST_API_METRICS_TOKEN, "grafanaAdminPassword": GENERATED_PASSWORD}
+    rendered = service.render(stack_settings("prod"), secrets)
+    stored = {}
+    if f"{service.NAME}-config" in prod_run.names(CONFIG_MAP):
+        stored.update(prod_run.named(CONFIG_MAP, f"{service.NAME}-config").value("data"))
+    if f"{service.NAME}-secrets" in prod_run.names(SECRET):
+        stored.update(prod_run.named(SECRET, f"{service.NAME}-secrets").value("stringData"))
+
+    assert stored == {config_key(path): text for path, text in rendered.items()}
+
+
 def test_prometheus_config_map(prod_run):
     data = prod_run.named(CONFIG_MAP, f"{prometheus.NAME}-config").value("data")
     config = yaml.safe_load(data["prometheus.yml"])
@@ -362,8 +375,12 @@ def test_outputs_show_no_secret(prod_run):
     registered = prod_run.registered_outputs
     assert registered
 
+    checked = 0
     for urn, (outputs, secret_paths) in registered.items():
         for path, text in string_paths(outputs):
             if GENERATED_PASSWORD in text or TEST_API_METRICS_TOKEN in text:
+                checked += 1
                 assert any(path[: len(secret)] == secret for secret in secret_paths), f"{urn} shows a secret at {path}"
+    # The stack's and the component's grafanaAdminPassword outputs contain the generated password.
+    assert checked >= 2
 

@@ -294,7 +294,6 @@ def changed_paths(before: Any, after: Any, path: tuple = ()) -> list[tuple]:
 # Config changes that rewrite files, flags and processors but must leave every volume as it is.
 UNRELATED_CHANGES = {
     "prometheusRetentionTime": "45d",
-    "prometheusRetentionSize": "70GiB",
     "jaegerSpanTtl": "3d",
     "alertmanagerDataRetention": "3d",
     "grafanaAnnotationMaxAge": "30d",
@@ -306,7 +305,7 @@ UNRELATED_CHANGES = {
 
 
 def test_prod_claims_ignore_config(prod_run, pulumi_program):
-    changed = pulumi_program("prod", config=UNRELATED_CHANGES)
+    changed = pulumi_program("prod", config={**UNRELATED_CHANGES, "prometheusRetentionSize": "70GiB"})
     assert changed.error is None, changed.error
 
     assert prod_run.names(PVC) == {f"{service}-data" for service in STATEFUL_SERVICES}
@@ -344,7 +343,7 @@ def test_prod_namespace_protected(prod_run):
 
 
 def test_dev_volumes_ignore_config(dev_run, pulumi_program):
-    changed = pulumi_program("dev", config=UNRELATED_CHANGES)
+    changed = pulumi_program("dev", config={**UNRELATED_CHANGES, "prometheusRetentionSize": "3GiB"})
     assert changed.error is None, changed.error
 
     volumes = dev_run.of_type(DOCKER_VOLUME)

@@ -27,8 +27,8 @@ class KubernetesPlatform:
                 name=settings.namespace,
                 labels={"app.kubernetes.io/part-of": "magflow-monitoring", "magflow.io/stack": stack},
             ),
-            # Deleting a namespace deletes the PersistentVolumeClaims in it, whatever their own
-            # options say, so the production namespace is protected like its claims.
+            # Deleting a namespace deletes every PersistentVolumeClaim in it, regardless of the
+            # claims' own options, so the production namespace is protected like its claims.
             opts=pulumi.ResourceOptions(parent=parent, protect=settings.is_production),
         )
         self.namespace_name = self.namespace.metadata.name

@@ -92,7 +92,7 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
-                    # memory_limiter first and batch last, as the collector's documentation recommends.
+                    # Sampling before batch, so that batches contain only the traces that are kept.
                     "processors": ["memory_limiter", sampler, "batch"],
                     "exporters": trace_exporters,
                 },
