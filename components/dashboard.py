@@ -248,7 +248,10 @@ def _latency_panels(queries: PanelQueries) -> list[Any]:
 
 
 def _slo_panels(queries: PanelQueries) -> list[Any]:
-    budget_help = " 100 % is an untouched budget, 0 % or less an exhausted one."
+    budget_help = (
+        " 100 % is an untouched budget, 0 % or less an exhausted one."
+        " An SLO covers the whole service, so these panels ignore the instance variable."
+    )
     history = (
         _time_series(
             "Error budget remaining over time",

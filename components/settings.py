@@ -119,6 +119,12 @@ def _check_url(url: str) -> str:
     return url
 
 
+def _check_attribute_key(key: str) -> str:
+    if not re.match(r"^[^\s]+$", key):
+        raise ValueError(f"invalid attribute key {key!r}: use a key without spaces, such as user.email")
+    return key
+
+
 _HOST_PORT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:\d{1,5}$")
 
 
@@ -149,6 +155,7 @@ ByteSize = Annotated[int, BeforeValidator(parse_byte_size)]
 Port = Annotated[int, BeforeValidator(_parse_port)]
 Ratio = Annotated[float, BeforeValidator(_parse_ratio)]
 Target = Annotated[str, AfterValidator(_check_target)]
+AttributeKey = Annotated[str, AfterValidator(_check_attribute_key)]
 UrlPath = Annotated[str, AfterValidator(_check_path)]
 PositiveInt = Annotated[int, Field(gt=0)]
 DroppedLabel = Annotated[str, AfterValidator(_check_dropped_label)]
@@ -214,6 +221,11 @@ class StackSettings(BaseModel):
     )
     trace_slow_threshold: Duration = Field(
         description="Production only: traces longer than this, such as 2s, are always kept by the collector's tail sampling."
+    )
+    sensitive_span_attributes: Annotated[list[AttributeKey], BeforeValidator(_parse_list)] = Field(
+        min_length=1,
+        description="Span attribute keys that the collector deletes before export, in addition to the "
+        "authorization, cookie and set-cookie headers, which it always deletes.",
     )
 
     alert_default_receiver: ReceiverKind = Field(
@@ -297,6 +309,12 @@ class StackSettings(BaseModel):
     ingress_domain: str = Field(
         description="Kubernetes only: DNS suffix of the web UIs, such as monitoring.example.com (Grafana at grafana.<suffix>)."
     )
+    ingress_controller_namespace: str = Field(
+        description="Kubernetes only: namespace of the Ingress controller pods, the only ones the NetworkPolicies let reach the web UIs."
+    )
+    otlp_client_namespace: str = Field(
+        description="Kubernetes only: namespace whose pods may send OTLP to the collector; empty allows every namespace."
+    )
 
     secrets_set: frozenset[str] = Field(default=frozenset(), exclude=True)
     """Secret keys that the stack sets. Their values never enter this model."""
@@ -330,6 +348,7 @@ _DEVELOPMENT_DEFAULTS: dict[str, Any] = {
     "scrapeLabelLimit": 64,
     "droppedMetricLabels": ["url", "http_url", "http_target", "user_id", "request_id", "trace_id", "session_id"],
     "traceSlowThreshold": "2s",
+    "sensitiveSpanAttributes": ["user.email", "user.full_name", "user.name", "enduser.id"],
     "alertDefaultReceiver": "none",
     "alertCriticalReceiver": "none",
     "alertSlackChannel": "",
@@ -369,6 +388,8 @@ _DEVELOPMENT_DEFAULTS: dict[str, Any] = {
     "storageClass": "",
     "ingressClass": "nginx",
     "ingressDomain": "",
+    "ingressControllerNamespace": "ingress-nginx",
+    "otlpClientNamespace": "",
 }
 
 # Production has no default API target: the stack file must name the real instances.

@@ -66,9 +66,8 @@ class PanelQueries:
 
     Each query reads recording rules where one exists. The `raw_*` variants compute the same value
     from the scraped series, for ranges that start before the recording rules have history.
-    The SLO budget queries read per-job series, which have no `instance` label, so their
-    `instance=~"$instance"` matcher selects them only when the variable matches the empty
-    string, as Grafana's "All" value `.*` does.
+    The SLO budget queries read per-job series, which have no `instance` label: an SLO is met or
+    missed by the whole service, so they ignore the instance variable.
     """
 
     request_rate_by_endpoint_method: str
@@ -118,7 +117,8 @@ def panel_queries(settings: StackSettings) -> PanelQueries:
     recorded_buckets = f"{bucket_rate_by_endpoint(contract)}{{{selector}}}"
 
     def budget(slo: str) -> str:
-        return f'{SLO_BUDGET_REMAINING}{{{selector}, {SLO_LABEL}="{slo}"}}'
+        service_selector = f'job="{API_JOB}", {ENVIRONMENT_LABEL}=~"{ENVIRONMENT_VARIABLE}"'
+        return f'{SLO_BUDGET_REMAINING}{{{service_selector}, {SLO_LABEL}="{slo}"}}'
 
     return PanelQueries(
         request_rate_by_endpoint_method=f"sum by ({endpoint}, {method}) ({REQUESTS_BY_ENDPOINT_METHOD}{{{selector}}})",

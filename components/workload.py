@@ -73,6 +73,10 @@ class Workload:
     resources: Resources | None = None
     user: int = 65534
     """Numeric user the container runs as; every image used here works as a non-root user."""
+    read_only_root: bool = True
+    """Mount the image's root filesystem read-only; the config files, data volume and `tmp_dirs` stay usable."""
+    tmp_dirs: tuple[str, ...] = ()
+    """Writable scratch directories, emptied at every start: a tmpfs on Docker, an emptyDir on Kubernetes."""
     extra_hosts: dict[str, str] = field(default_factory=dict)
     """Docker: host name to address, such as host.docker.internal to host-gateway."""
 

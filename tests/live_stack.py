@@ -202,7 +202,7 @@ def start_app(root: Path, port: int, token: str) -> Process:
 
 @contextlib.contextmanager
 def running_stack(root: Path, overrides: Mapping[str, Any]) -> Iterator[LiveStack]:
-    """Start the app and the three services on free loopback ports; stop each by its PID on exit."""
+    """Start the app and the three services on free loopback ports, and stop each by its PID on exit."""
     require_binaries()
     app_port, *service_ports = free_ports(1 + len(STARTED))
     addresses = {name: f"{LOOPBACK}:{port}" for name, port in zip(STARTED, service_ports)}
@@ -270,7 +270,7 @@ def prometheus_alerts(stack: LiveStack) -> list[dict[str, Any]]:
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 1.0) -> T | None:
-    """Call `check` until it returns a truthy value or `timeout` seconds pass; return the last value."""
+    """Call `check` until it returns a truthy value or `timeout` seconds pass, and return its last value."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()

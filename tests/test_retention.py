@@ -243,7 +243,7 @@ def test_scrape_limits_configurable():
 def test_dev_head_sampling():
     config = otel_collector.render_config(settings_for("dev", traceSamplingRatio="0.5"))
 
-    assert config["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter", "probabilistic_sampler", "batch"]
+    assert config["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter", "attributes/scrub", "probabilistic_sampler", "batch"]
     assert config["processors"]["probabilistic_sampler"] == {"sampling_percentage": 50.0}
     assert "tail_sampling" not in config["processors"]
 
@@ -251,7 +251,7 @@ def test_dev_head_sampling():
 def test_prod_tail_sampling_replaces_head():
     config = otel_collector.render_config(settings_for("prod"))
 
-    assert config["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter", "tail_sampling", "batch"]
+    assert config["service"]["pipelines"]["traces"]["processors"] == ["memory_limiter", "attributes/scrub", "tail_sampling", "batch"]
     assert "probabilistic_sampler" not in config["processors"]
 
 

@@ -266,8 +266,12 @@ def test_panel_queries_filter_variables(convention):
     for name, query in queries.items():
         job = signals.HEALTH_JOB if name == "probe_success" else signals.API_JOB
         assert f'job="{job}"' in query, name
-        assert 'instance=~"$instance"' in query, name
         assert 'environment=~"$environment"' in query, name
+        # An SLO belongs to the whole service, so its budget ignores the instance variable.
+        if name.startswith("slo_"):
+            assert "instance" not in query, name
+        else:
+            assert 'instance=~"$instance"' in query, name
 
 
 def test_panel_queries_read_recorded_series():

@@ -83,6 +83,16 @@ class DockerPlatform:
             labels=[docker.ContainerLabelArgs(label=CONFIG_CHECKSUM_LABEL, value=config_checksum(workload))],
             healthcheck=healthcheck,
             memory=memory_mb,
+            # NOTE: the root filesystem stays writable on Docker. pulumi-docker 5.2 copies `uploads`
+            # into the created container by extracting a tar at "/", and Docker rejects any copy
+            # outside a volume when the root filesystem is read-only ("container rootfs is marked
+            # read-only"). Kubernetes mounts the config instead and sets readOnlyRootFilesystem.
+            read_only=False,
+            tmpfs={path: "rw,noexec,nosuid,nodev" for path in workload.tmp_dirs} or None,
+            # No workload needs a Linux capability: every port is above 1024 and every file it
+            # writes belongs to its own user. Docker's default seccomp profile applies as well.
+            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
+            security_opts=["no-new-privileges:true"],
             restart="unless-stopped",
             # With a health check, `pulumi up` waits until the container is healthy, so the next
             # resources (such as Grafana's preferences) find a working service.
@@ -105,12 +115,20 @@ class DockerPlatform:
             f"{workload.name}-volume-owner",
             name=f"{self.prefix}-{workload.name}-volume-owner",
             image=image.image_id,
-            command=["chown", "-R", f"{workload.user}:{workload.user}", "/data"],
+            # The top directory only: the service creates everything below it as its own user.
+            # Root without CAP_DAC_READ_SEARCH could not descend into the service's 0700
+            # directories, so `chown -R` would fail on a volume that already contains data.
+            command=["chown", f"{workload.user}:{workload.user}", "/data"],
             volumes=[docker.ContainerVolumeArgs(volume_name=volume.name, container_path="/data")],
             # Runs once and exits; attach makes `pulumi up` wait for it before starting the service.
             must_run=False,
             attach=True,
+            # Root by design, because only root can give away a directory, with CAP_CHOWN only.
+            # The policy pack exempts this container by these exact settings.
             user="0",
+            capabilities=docker.ContainerCapabilitiesArgs(adds=["CHOWN"], drops=["ALL"]),
+            security_opts=["no-new-privileges:true"],
+            network_mode="none",
             opts=pulumi.ResourceOptions(parent=self.parent),
         )
 

@@ -3,11 +3,18 @@
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import network_flows
 from components.settings import StackSettings
 from components.units import format_kubernetes_quantity
 from components.workload import Workload, config_checksum
 
 CONFIG_CHECKSUM_ANNOTATION = "magflow.io/config-checksum"
+TMP_DIR_SIZE_LIMIT = "256Mi"
+
+
+def _namespace_selector(namespace: str) -> k8s.meta.v1.LabelSelectorArgs:
+    # Kubernetes 1.22 and later label every namespace with its name.
+    return k8s.meta.v1.LabelSelectorArgs(match_labels={"kubernetes.io/metadata.name": namespace})
 
 
 def _config_key(path: str) -> str:
@@ -32,6 +39,7 @@ class KubernetesPlatform:
             opts=pulumi.ResourceOptions(parent=parent, protect=settings.is_production),
         )
         self.namespace_name = self.namespace.metadata.name
+        self._deny_by_default()
 
     def _metadata(self, name: str, workload: Workload) -> k8s.meta.v1.ObjectMetaArgs:
         return k8s.meta.v1.ObjectMetaArgs(
@@ -96,6 +104,14 @@ class KubernetesPlatform:
             )
             mounts.append(k8s.core.v1.VolumeMountArgs(name="data", mount_path=workload.data.mount_path))
 
+        # The root filesystem is read-only: each scratch directory is an emptyDir, writable
+        # through the pod's fsGroup and emptied when the pod is replaced.
+        for index, path in enumerate(workload.tmp_dirs):
+            volumes.append(
+                k8s.core.v1.VolumeArgs(name=f"tmp-{index}", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(size_limit=TMP_DIR_SIZE_LIMIT))
+            )
+            mounts.append(k8s.core.v1.VolumeMountArgs(name=f"tmp-{index}", mount_path=path))
+
         probe = None
         if workload.check is not None:
             probe = k8s.core.v1.ProbeArgs(
@@ -125,6 +141,13 @@ class KubernetesPlatform:
             readiness_probe=probe,
             liveness_probe=probe,
             resources=resources,
+            # The restricted Pod Security Standard: no capability is needed, as every port is above 1024.
+            security_context=k8s.core.v1.SecurityContextArgs(
+                allow_privilege_escalation=False,
+                read_only_root_filesystem=workload.read_only_root,
+                run_as_non_root=True,
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+            ),
         )
 
         deployment = k8s.apps.v1.Deployment(
@@ -147,7 +170,10 @@ class KubernetesPlatform:
                             run_as_group=workload.user,
                             run_as_non_root=True,
                             fs_group=workload.user,
+                            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
                         ),
+                        # No workload calls the Kubernetes API.
+                        automount_service_account_token=False,
                         containers=[container],
                         volumes=volumes,
                     ),
@@ -173,7 +199,70 @@ class KubernetesPlatform:
         if ingress_ports:
             self._ingress(workload, service, ingress_ports[0].name)
 
+        self._allow_flows(workload)
+
         return deployment
+
+    def _deny_by_default(self) -> k8s.networking.v1.NetworkPolicy:
+        """Deny every connection to and from the namespace's pods, except DNS lookups."""
+        dns_ports = [
+            k8s.networking.v1.NetworkPolicyPortArgs(port=network_flows.DNS_PORT, protocol=protocol) for protocol in ("UDP", "TCP")
+        ]
+        return k8s.networking.v1.NetworkPolicy(
+            "default-deny",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name="default-deny",
+                namespace=self.namespace_name,
+                labels={"app.kubernetes.io/part-of": "magflow-monitoring"},
+            ),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(),
+                policy_types=["Ingress", "Egress"],
+                egress=[k8s.networking.v1.NetworkPolicyEgressRuleArgs(ports=dns_ports)],
+            ),
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+
+    def _peer(self, name: str) -> list[k8s.networking.v1.NetworkPolicyPeerArgs] | None:
+        """Return the peers of a flow end; None (any address) for the peers outside the cluster."""
+        if name in network_flows.EXTERNAL_PEERS:
+            return None
+        if name == network_flows.INGRESS_CONTROLLER:
+            namespace = self.settings.ingress_controller_namespace
+            return [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=_namespace_selector(namespace))]
+        if name == network_flows.OTLP_CLIENTS:
+            # An empty namespace selector selects every namespace.
+            selector = k8s.meta.v1.LabelSelectorArgs()
+            if self.settings.otlp_client_namespace:
+                selector = _namespace_selector(self.settings.otlp_client_namespace)
+            return [k8s.networking.v1.NetworkPolicyPeerArgs(namespace_selector=selector)]
+        return [k8s.networking.v1.NetworkPolicyPeerArgs(pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels={"app.kubernetes.io/name": name}))]
+
+    def _allow_flows(self, workload: Workload) -> k8s.networking.v1.NetworkPolicy:
+        """Allow the flows of `components.network_flows` that start or end at the workload's pod."""
+
+        def ports(flow: network_flows.Flow) -> list[k8s.networking.v1.NetworkPolicyPortArgs]:
+            return [k8s.networking.v1.NetworkPolicyPortArgs(port=port, protocol="TCP") for port in flow.ports]
+
+        ingress = [
+            k8s.networking.v1.NetworkPolicyIngressRuleArgs(from_=self._peer(flow.source), ports=ports(flow))
+            for flow in network_flows.ingress_flows(self.settings, workload.name)
+        ]
+        egress = [
+            k8s.networking.v1.NetworkPolicyEgressRuleArgs(to=self._peer(flow.destination), ports=ports(flow))
+            for flow in network_flows.egress_flows(self.settings, workload.name)
+        ]
+        return k8s.networking.v1.NetworkPolicy(
+            workload.name,
+            metadata=self._metadata(workload.name, workload),
+            spec=k8s.networking.v1.NetworkPolicySpecArgs(
+                pod_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=self._labels(workload)),
+                policy_types=["Ingress", "Egress"],
+                ingress=ingress,
+                egress=egress,
+            ),
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
 
     def _claim(self, workload: Workload) -> k8s.core.v1.PersistentVolumeClaim:
         assert workload.data is not None

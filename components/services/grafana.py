@@ -46,6 +46,8 @@ def render_ini(settings: StackSettings) -> str:
         "users": {"allow_sign_up": "false", "allow_org_create": "false"},
         "auth.anonymous": {"enabled": "false"},
         "analytics": {"reporting_enabled": "false", "check_for_updates": "false"},
+        # The root filesystem is read-only, so Grafana logs to stdout instead of /var/log/grafana.
+        "log": {"mode": "console"},
         "paths": {"provisioning": f"{CONFIG_DIR}/provisioning", "data": DATA_DIR},
         "dashboards": {"versions_to_keep": str(settings.grafana_dashboard_versions_to_keep)},
         # Grafana's cleanup job deletes older annotations. Hours, because Grafana reads a mixed
@@ -157,6 +159,8 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         data=DataVolume(DATA_DIR, settings.grafana_volume_size),
         resources=Resources("100m", "128Mi", "1", "512Mi"),
         user=472,
+        # Grafana stages plugin downloads and other temporary files in /tmp.
+        tmp_dirs=("/tmp",),
     )
 
 

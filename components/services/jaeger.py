@@ -96,4 +96,6 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         data=DataVolume(DATA_DIR, settings.jaeger_volume_size),
         resources=Resources("100m", "256Mi", "1", "2Gi") if settings.is_production else Resources("50m", "128Mi", "500m", "512Mi"),
         user=10001,
+        # Jaeger's all-in-one images declare /tmp a volume for Badger; kept writable here as well.
+        tmp_dirs=("/tmp",),
     )

@@ -14,6 +14,20 @@ CONFIG_DIR = "/etc/otelcol-contrib"
 SECRETS: tuple[str, ...] = ()
 SECRET_FILES: frozenset[str] = frozenset()
 
+SCRUB_PROCESSOR = "attributes/scrub"
+# Credentials that HTTP instrumentations record when they capture headers, under the current
+# semantic-convention names (http.request.header.<name>, lower case).
+CREDENTIAL_HEADER_ATTRIBUTES = (
+    "http.request.header.authorization",
+    "http.request.header.proxy-authorization",
+    "http.request.header.cookie",
+    "http.response.header.set-cookie",
+)
+# The same headers under older or non-standard names: any case, "headers" for "header", and "_"
+# for "-", such as http.request.headers.Authorization or http.response.header.set_cookie. The
+# attributes processor matches it with Go's regexp package.
+CREDENTIAL_HEADER_PATTERN = r"(?i)^http\.(request|response)\.headers?\.((proxy[-_])?authorization|cookie|set[-_]cookie)$"
+
 
 def trace_sampler(settings: StackSettings) -> tuple[str, dict[str, Any]]:
     """Return the name and config of the processor that samples traces.
@@ -40,6 +54,14 @@ def trace_sampler(settings: StackSettings) -> tuple[str, dict[str, Any]]:
             {"name": "sampled", "type": "probabilistic", "probabilistic": {"sampling_percentage": percentage}},
         ],
     }
+
+
+def scrub_processor(settings: StackSettings) -> dict[str, Any]:
+    """Return the attributes processor config that deletes credentials and sensitiveSpanAttributes from spans."""
+    keys = list(dict.fromkeys([*CREDENTIAL_HEADER_ATTRIBUTES, *settings.sensitive_span_attributes]))
+    actions = [{"key": key, "action": "delete"} for key in keys]
+    actions.append({"pattern": CREDENTIAL_HEADER_PATTERN, "action": "delete"})
+    return {"actions": actions}
 
 
 def render_config(settings: StackSettings) -> dict[str, Any]:
@@ -75,6 +97,7 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         "processors": {
             # First in every pipeline, so the collector refuses data before it runs out of memory.
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
+            SCRUB_PROCESSOR: scrub_processor(settings),
             sampler: sampler_config,
             "batch": {},
         },
@@ -92,8 +115,9 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
             "pipelines": {
                 "traces": {
                     "receivers": ["otlp"],
-                    # Sampling before batch, so that batches contain only the traces that are kept.
-                    "processors": ["memory_limiter", sampler, "batch"],
+                    # Credentials go before sampling, so tail sampling never keeps them in memory, and
+                    # sampling before batch, so that batches contain only the traces that are kept.
+                    "processors": ["memory_limiter", SCRUB_PROCESSOR, sampler, "batch"],
                     "exporters": trace_exporters,
                 },
                 "metrics": {

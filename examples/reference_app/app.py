@@ -1,6 +1,6 @@
 """Reference MagFlow-style API: a FastAPI app instrumented to the stack's default metric contract.
 
-It is test support and an example for API teams; the stack never deploys it. Run it with:
+It is test support and an example for API teams. The stack never deploys it. Run it with:
 
     MAGFLOW_METRICS_TOKEN=<token> uvicorn app:app --app-dir examples/reference_app --port 8000
 
@@ -77,7 +77,7 @@ def route_template(app: Any, scope: Scope) -> str:
         match, _ = route.matches(scope)
         if match == Match.FULL:
             return route.path
-        # A partial match is a known path with another method: it answers 405 under that path.
+        # A partial match is a known path with another method, which returns 405 under that path.
         if match == Match.PARTIAL and partial is None:
             partial = route.path
     return partial or UNMATCHED_ENDPOINT
@@ -197,6 +197,8 @@ def create_app(metrics_token: str, registry: CollectorRegistry | None = None) ->
     def read_metrics(request: Request) -> Response:
         authorization = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(authorization, expected_authorization):
+            client = request.client.host if request.client else "unknown"
+            logger.warning("rejected GET /metrics from %s: missing or invalid bearer token", client)
             return JSONResponse({"detail": "missing or invalid bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -226,7 +228,7 @@ def create_app(metrics_token: str, registry: CollectorRegistry | None = None) ->
 
     @app.get("/orders/slow")
     async def slow_order(seconds: float = 1.0) -> dict[str, float]:
-        """Answer after `seconds` (at most 10), so that tests can drive the latency."""
+        """Sleep `seconds` (at most 10) before responding, so that tests can drive the latency."""
         if not 0 <= seconds <= 10:
             raise HTTPException(status_code=422, detail=f"seconds={seconds} is outside 0..10: use a value from 0 to 10")
         await asyncio.sleep(seconds)
