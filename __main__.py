@@ -2,6 +2,7 @@
 
 import pulumi
 
+from components import credentials
 from components.config import load_stack
 from components.stack import MonitoringStack, MonitoringStackArgs
 
@@ -19,3 +20,14 @@ pulumi.export("otlpGrpcEndpoint", stack.urls["otlpGrpc"])
 pulumi.export("otlpHttpEndpoint", stack.urls["otlpHttp"])
 # Shown only with `pulumi stack output --show-secrets grafanaAdminPassword`.
 pulumi.export("grafanaAdminPassword", stack.grafana_admin_password)
+# The stack's private CA, which signs every service's certificate: clients trust it to connect.
+pulumi.export("caCertificate", stack.ca_certificate)
+# Basic-auth user and passwords of Prometheus and Alertmanager; the passwords are secret outputs.
+pulumi.export("basicAuthUser", credentials.BASIC_AUTH_USER)
+pulumi.export("prometheusPassword", stack.basic_auth_passwords["prometheus"])
+pulumi.export("alertmanagerPassword", stack.basic_auth_passwords["alertmanager"])
+# Kubernetes only: the Ingress requires it for the Jaeger UI, which checks no credentials itself.
+if "jaeger" in stack.basic_auth_passwords:
+    pulumi.export("jaegerPassword", stack.basic_auth_passwords["jaeger"])
+if stack.otlp_bearer_token is not None:
+    pulumi.export("otlpBearerToken", stack.otlp_bearer_token)

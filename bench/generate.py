@@ -137,7 +137,7 @@ def build_combinations(scenario: Scenario) -> Combinations:
 
 
 def chunk_bounds(scenario: Scenario) -> Iterator[tuple[int, int]]:
-    """Yield [start, end) of each two-hour window that holds samples, aligned to multiples of two hours."""
+    """Yield [start, end) of each two-hour window that contains samples, aligned to multiples of two hours."""
     first = scenario.start // CHUNK_SECONDS * CHUNK_SECONDS
     for chunk_start in range(first, scenario.end, CHUNK_SECONDS):
         yield max(chunk_start, scenario.start), min(chunk_start + CHUNK_SECONDS, scenario.end)
@@ -213,33 +213,33 @@ class Generator:
     def _write(self, times, down, counts, buckets, sums, out: TextIO) -> int:
         combos = self.combinations
         suffixes = [f" {t}\n" for t in times.tolist()]
-        kept_all = list(range(len(times)))
-        kept_up = [k for k in kept_all if not down[k]]
+        all_indices = list(range(len(times)))
+        up_indices = [k for k in all_indices if not down[k]]
         written = 0
 
-        def series(prefix: str, values: list, kept: list[int]) -> None:
+        def series(prefix: str, values: list, indices: list[int]) -> None:
             nonlocal written
-            out.write("".join([f"{prefix}{values[k]}{suffixes[k]}" for k in kept]))
-            written += len(kept)
+            out.write("".join([f"{prefix}{values[k]}{suffixes[k]}" for k in indices]))
+            written += len(indices)
 
         duration, requests = CONTRACT.request_duration, CONTRACT.requests
         for c, labels in enumerate(combos.prefixes):
-            kept = kept_up if combos.instance[c] == 0 else kept_all
+            indices = up_indices if combos.instance[c] == 0 else all_indices
             count = counts[c].tolist()
             for b, bound in enumerate(BUCKETS):
-                series(f'{duration}_bucket{{{labels},le="{bound:g}"}} ', buckets[c, :, b].tolist(), kept)
-            series(f'{duration}_bucket{{{labels},le="+Inf"}} ', count, kept)
-            series(f"{duration}_count{{{labels}}} ", count, kept)
-            series(f"{duration}_sum{{{labels}}} ", np.round(sums[c], 3).tolist(), kept)
-            series(f"{requests}{{{labels}}} ", count, kept)
+                series(f'{duration}_bucket{{{labels},le="{bound:g}"}} ', buckets[c, :, b].tolist(), indices)
+            series(f'{duration}_bucket{{{labels},le="+Inf"}} ', count, indices)
+            series(f"{duration}_count{{{labels}}} ", count, indices)
+            series(f"{duration}_sum{{{labels}}} ", np.round(sums[c], 3).tolist(), indices)
+            series(f"{requests}{{{labels}}} ", count, indices)
 
         for i in range(self.scenario.instances):
             up = [0 if (i == 0 and d) else 1 for d in down.tolist()]
-            series(f'up{{job="{JOB}",instance="{instance_name(i)}",environment="{ENVIRONMENT}"}} ', up, kept_all)
+            series(f'up{{job="{JOB}",instance="{instance_name(i)}",environment="{ENVIRONMENT}"}} ', up, all_indices)
             series(
                 f'probe_success{{job="{HEALTH_JOB}",instance="{instance_name(i)}",environment="{ENVIRONMENT}"}} ',
                 up,
-                kept_all,
+                all_indices,
             )
         return written
 

@@ -2,13 +2,15 @@
 
     python -m bench --instances 4 --endpoints 50 --hours 24 --out build/bench
 
-Steps: generate the API's series (`bench.generate`) and turn them into blocks with
-`promtool tsdb create-blocks-from openmetrics`; start Debian's Prometheus on 127.0.0.1 over
-them with raised query limits and backfill the recording rules of `rules/` with
-`promtool tsdb create-blocks-from rules`, one dependency level at a time, because the backfill
-only reads series that already exist in the TSDB; restart Prometheus with the default query
-limits; time every dashboard query and every alert expression. Results go to `bench.json` and
-`bench.md` in the output directory.
+Steps:
+1. Generate the API's series (`bench.generate`) and turn them into blocks with
+   `promtool tsdb create-blocks-from openmetrics`.
+2. Start Debian's Prometheus on 127.0.0.1 over them with raised query limits, and backfill the
+   recording rules of `rules/` with `promtool tsdb create-blocks-from rules`. The backfill reads
+   only series that already exist in the TSDB, so it runs one dependency level at a time.
+3. Restart Prometheus with the default query limits, time every dashboard query and every alert
+   expression, and compare each recording rule with its expression.
+Results go to `bench.json` and `bench.md` in the output directory.
 """
 
 import argparse
@@ -37,9 +39,12 @@ from tests.live import LOOPBACK, Process, free_port, get_json, http_get, start_p
 DASHBOARD = REPOSITORY_ROOT / "dashboards" / "magflow-api.json"
 RULE_FILES = ("magflow-api.yml", "magflow-api-slo.yml", "meta.yml")
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
-# Grafana's interval rounding (kbn.roundInterval) for the steps that the three ranges produce.
-NICE_STEPS = (15, 20, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
+# Grafana's interval rounding (`kbn.round_interval` in @grafana/data), in seconds: an interval
+# below the first number becomes the second. Larger intervals than the last do not occur here.
+GRAFANA_ROUNDING = ((17.5, 15), (25, 20), (45, 30), (90, 60), (210, 120), (450, 300), (750, 600), (1050, 900), (1500, 1200))
 MAX_DATA_POINTS = 1000
+# Grafana's Prometheus data source uses the scrape interval as the minimum step.
+MIN_STEP = 15
 # Relative tolerance of the recorded-against-raw comparison: both sides run the same float
 # operations, except that sums may add the same numbers in another order.
 TOLERANCE = 1e-9
@@ -57,6 +62,8 @@ class Timing:
 
     median_ms: float | None = None
     min_ms: float | None = None
+    eval_ms: float | None = None
+    """Median of Prometheus' own `evalTotalTime`, without the JSON encoding and transfer of the result."""
     runs: int = 0
     samples: int | None = None
     series: int | None = None
@@ -97,7 +104,7 @@ class Prometheus:
 
     def start(self, timeout: float = 300.0) -> None:
         config = self.log_dir / "prometheus.yml"
-        # No scrape jobs: the server only answers queries over the blocks in its TSDB.
+        # No scrape jobs: the server only runs queries over the blocks in its TSDB.
         config.write_text("global:\n  scrape_interval: 15s\n  evaluation_interval: 15s\n")
         self.port = free_port()
         argv = [
@@ -241,8 +248,8 @@ def backfill_rules(
     report = []
     for level, rules in rule_levels(load_rule_groups()).items():
         # Prometheus shifts a group's evaluation times by an offset hashed from the group and file
-        # names, so every level keeps them: then a rule of level n reads level n-1 series recorded
-        # at its own evaluation time, as in one group of the running server.
+        # names, so every level keeps both names. A rule of level n then reads level n-1 series
+        # recorded at its own evaluation time, as in one group of the running server.
         files: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for (file_name, group_name), rule in rules:
             files.setdefault(file_name, {}).setdefault(group_name, []).append(rule)
@@ -296,12 +303,12 @@ def tsdb_size(data_dir: Path) -> dict[str, int]:
 
 
 def grafana_step(range_seconds: int) -> int:
-    """Return the step Grafana picks for a range: range / 1000 data points, rounded to a nice interval, min 15 s."""
-    raw = range_seconds / MAX_DATA_POINTS
-    for nice in NICE_STEPS:
-        if raw <= nice * 1.25:
-            return nice
-    return NICE_STEPS[-1]
+    """Return the step Grafana picks for a range: range / 1000 data points, rounded as Grafana rounds, at least 15 s."""
+    interval = range_seconds / MAX_DATA_POINTS
+    for upper, step in GRAFANA_ROUNDING:
+        if interval < upper:
+            return max(step, MIN_STEP)
+    raise ValueError(f"range of {range_seconds}s is longer than the ranges the benchmark supports (up to 7d)")
 
 
 def substitute(expr: str, range_name: str) -> str:
@@ -345,11 +352,16 @@ def alert_cases() -> list[QueryCase]:
             if "alert" in rule:
                 label = rule.get("labels", {}).get("severity", "")
                 cases.append(QueryCase(f"{rule['alert']} ({label})", "alert", rule["expr"], reads_raw=":" not in rule["expr"]))
+                # Data shorter than a week gives `offset 1w` nothing to read, which would hide the cost
+                # of the raw selector, so such alerts are also timed with an offset inside the data.
+                if "offset 1w" in rule["expr"]:
+                    shifted = rule["expr"].replace("offset 1w", "offset 1h")
+                    cases.append(QueryCase(f"{rule['alert']} ({label}), offset 1h in place of 1w", "alert", shifted))
     return cases
 
 
 def time_query(prometheus: Prometheus, expr: str, start: int, end: int, step: int | None, runs: int) -> Timing:
-    durations = []
+    durations, evaluations = [], []
     timing = Timing()
     for _ in range(runs):
         seconds, document = prometheus.query(expr, start, end, step)
@@ -359,29 +371,35 @@ def time_query(prometheus: Prometheus, expr: str, start: int, end: int, step: in
             timing.runs = 1
             return timing
         durations.append(seconds)
+        evaluations.append(document["data"].get("stats", {}).get("timings", {}).get("evalTotalTime", 0.0))
         timing.samples = document["data"].get("stats", {}).get("samples", {}).get("totalQueryableSamples")
         timing.series = len(document["data"]["result"]) if isinstance(document["data"]["result"], list) else 1
         if seconds > SLOW_QUERY_SECONDS:
             break
     timing.median_ms = round(statistics.median(durations) * 1000, 1)
     timing.min_ms = round(min(durations) * 1000, 1)
+    timing.eval_ms = round(statistics.median(evaluations) * 1000, 1)
     timing.runs = len(durations)
     return timing
 
 
+INSTANT = "instant"
+
+
 def run_queries(prometheus: Prometheus, cases: list[QueryCase], end: int, ranges: list[str], runs: int) -> None:
-    for range_name in ranges:
-        range_seconds = RANGES[range_name]
-        step = grafana_step(range_seconds)
-        for case in cases:
-            step_or_instant = step if case.kind == "panel" else None
-            results = {"query": time_query(prometheus, substitute(case.expr, range_name), end - range_seconds, end, step_or_instant, runs)}
-            if case.raw_expr:
-                results["raw"] = time_query(
-                    prometheus, substitute(case.raw_expr, range_name), end - range_seconds, end, step_or_instant, runs
-                )
-            case.results[range_name] = results
-            print(f"{range_name} {case.name}: {results['query'].median_ms} ms", flush=True)
+    """Time panels as range queries over each range, and alerts once as instant queries at `end`."""
+    plan = [(range_name, case) for range_name in ranges for case in cases if case.kind == "panel"]
+    plan += [(INSTANT, case) for case in cases if case.kind == "alert"]
+    for range_name, case in plan:
+        range_seconds = RANGES.get(range_name, 0)
+        step = grafana_step(range_seconds) if case.kind == "panel" else None
+        expr_range = range_name if case.kind == "panel" else "1h"
+        results = {"query": time_query(prometheus, substitute(case.expr, expr_range), end - range_seconds, end, step, runs)}
+        if case.raw_expr:
+            raw_expr = substitute(case.raw_expr, expr_range)
+            results["raw"] = time_query(prometheus, raw_expr, end - range_seconds, end, step, runs)
+        case.results[range_name] = results
+        print(f"{range_name} {case.name}: {results['query'].median_ms} ms", flush=True)
 
 
 # --- Checks ---------------------------------------------------------------------------------------
@@ -482,34 +500,46 @@ def machine() -> dict[str, str]:
     return {"nproc": str(os.cpu_count()), "cpu": cpu, "free": memory.strip()}
 
 
-def _cell(timing: Timing | None) -> tuple[str, str, str]:
+def _cell(timing: Timing | None) -> tuple[str, str, str, str, str]:
     if timing is None:
-        return "", "", ""
+        return "", "", "", "", ""
     if timing.error:
-        return "refused" if "too many samples" in timing.error else "failed", "", ""
+        verdict = "refused" if "too many samples" in timing.error else "failed"
+        return f"{verdict} after {timing.median_ms:g}", "", "", "", str(timing.runs)
     samples = f"{timing.samples:,}" if timing.samples is not None else ""
-    return f"{timing.median_ms:g}", f"{timing.min_ms:g}", samples
+    evaluation = f"{timing.eval_ms:g}" if timing.eval_ms is not None else ""
+    return f"{timing.median_ms:g}", f"{timing.min_ms:g}", evaluation, samples, str(timing.runs)
+
+
+def _rows(cases: list[QueryCase], range_name: str) -> list[str]:
+    lines = [
+        "| Query | Reads | Median ms | Min ms | Eval ms | Samples | Runs | Other form | Median ms | Samples |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for case in cases:
+        if range_name not in case.results:
+            continue
+        results = case.results[range_name]
+        median, minimum, evaluation, samples, runs = _cell(results.get("query"))
+        other_median, _, _, other_samples, _ = _cell(results.get("raw"))
+        other = ""
+        if case.raw_expr:
+            other = "recorded" if case.reads_raw else "raw"
+        reads = "raw" if case.reads_raw else "recorded"
+        lines.append(
+            f"| {case.name} | {reads} | {median} | {minimum} | {evaluation} | {samples} | {runs} | {other} | {other_median} | {other_samples} |"
+        )
+    return lines
 
 
 def markdown_table(cases: list[QueryCase], ranges: list[str]) -> str:
+    """Return one table per range for the panels and one for the alerts, in milliseconds at the client."""
     lines = []
     for range_name in ranges:
-        lines += [
-            f"#### {range_name} (step {grafana_step(RANGES[range_name])} s for panels; alerts are instant queries)",
-            "",
-            "| Query | Reads | Median ms | Min ms | Samples | Other form | Median ms | Samples |",
-            "|---|---|---:|---:|---:|---|---:|---:|",
-        ]
-        for case in cases:
-            results = case.results.get(range_name, {})
-            median, minimum, samples = _cell(results.get("query"))
-            raw_median, _, raw_samples = _cell(results.get("raw"))
-            other = ""
-            if case.raw_expr:
-                other = "recorded" if case.reads_raw else "raw"
-            reads = "raw" if case.reads_raw else "recorded"
-            lines.append(f"| {case.kind}: {case.name} | {reads} | {median} | {minimum} | {samples} | {other} | {raw_median} | {raw_samples} |")
-        lines.append("")
+        lines += [f"#### Dashboard over {range_name} (step {grafana_step(RANGES[range_name])} s)", ""]
+        lines += _rows(cases, range_name) + [""]
+    lines += ["#### Alert expressions (instant queries at the end of the data)", ""]
+    lines += _rows(cases, INSTANT) + [""]
     return "\n".join(lines)
 
 
@@ -532,6 +562,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time the queries at once instead of after Prometheus has compacted the backfilled blocks",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="time the queries again over the TSDB and bench.json of an earlier run in --out, without generating data",
+    )
     parser.add_argument("--out", type=Path, default=REPOSITORY_ROOT / "build" / "bench", help="output directory")
     options = parser.parse_args(argv)
     for name in ("instances", "endpoints", "hours", "runs", "parallel", "scrape_interval"):
@@ -550,35 +585,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(options: argparse.Namespace) -> dict[str, Any]:
     """Run the whole benchmark and return the report that `main` writes as JSON."""
     out: Path = options.out
-    shutil.rmtree(out / "data", ignore_errors=True)
-    shutil.rmtree(out / "work", ignore_errors=True)
     data_dir, work_dir = out / "data", out / "work"
-    work_dir.mkdir(parents=True, exist_ok=True)
-
-    generate.SCRAPE_INTERVAL = options.scrape_interval
-    end = int(time.time()) // generate.CHUNK_SECONDS * generate.CHUNK_SECONDS
-    scenario = generate.Scenario(options.instances, options.endpoints, end - options.hours * 3600, end)
-    report: dict[str, Any] = {"options": {k: str(v) for k, v in vars(options).items()}, "machine": machine()}
-    report["scenario"] = {
-        **asdict(scenario),
-        "storm_start": scenario.storm_start,
-        "storm_end": scenario.storm_end,
-        "storm_endpoints": scenario.storm_endpoints,
-        "restart_time": scenario.restart_time,
-    }
-
     began = time.monotonic()
-    report["ingest"] = ingest(scenario, work_dir, data_dir, options.parallel)
-    report["raw_tsdb"] = tsdb_size(data_dir)
-
-    backfill_server = Prometheus(data_dir, work_dir, BACKFILL_QUERY_LIMITS)
-    backfill_server.start()
-    try:
-        intervals = {"default": options.eval_interval, "magflow-api-slo-recording": options.slo_eval_interval}
-        report["backfill"] = backfill_rules(backfill_server, scenario, work_dir, intervals)
-    finally:
-        backfill_server.stop()
-    report["tsdb"] = tsdb_size(data_dir)
+    if options.reuse:
+        report, scenario = reuse_report(out, options)
+    else:
+        report, scenario = build_tsdb(options, data_dir, work_dir)
+    end = scenario.end
 
     # The benchmark server has Prometheus' default query limits: 50,000,000 samples and a 2 min timeout.
     server = Prometheus(data_dir, work_dir)
@@ -597,7 +610,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     finally:
         server.stop()
 
-    report["seconds"] = round(time.monotonic() - began, 1)
+    report["seconds" if not options.reuse else "query_seconds"] = round(time.monotonic() - began, 1)
     report["cases"] = [
         {**{k: v for k, v in asdict(case).items() if k != "results"},
          "results": {r: {k: asdict(t) for k, t in res.items()} for r, res in case.results.items()}}
@@ -605,6 +618,54 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     ]
     report["table"] = markdown_table(cases, options.range_list)
     return report
+
+
+def build_tsdb(options: argparse.Namespace, data_dir: Path, work_dir: Path) -> tuple[dict[str, Any], generate.Scenario]:
+    """Generate the data, ingest it and backfill the recording rules; return the report so far and the scenario."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+
+    generate.SCRAPE_INTERVAL = options.scrape_interval
+    end = int(time.time()) // generate.CHUNK_SECONDS * generate.CHUNK_SECONDS
+    scenario = generate.Scenario(options.instances, options.endpoints, end - options.hours * 3600, end)
+    report: dict[str, Any] = {"options": {k: str(v) for k, v in vars(options).items()}, "machine": machine()}
+    report["scenario"] = {
+        **asdict(scenario),
+        "storm_start": scenario.storm_start,
+        "storm_end": scenario.storm_end,
+        "storm_endpoints": scenario.storm_endpoints,
+        "restart_time": scenario.restart_time,
+    }
+
+    report["ingest"] = ingest(scenario, work_dir, data_dir, options.parallel)
+    report["raw_tsdb"] = tsdb_size(data_dir)
+
+    backfill_server = Prometheus(data_dir, work_dir, BACKFILL_QUERY_LIMITS)
+    backfill_server.start()
+    try:
+        intervals = {"default": options.eval_interval, "magflow-api-slo-recording": options.slo_eval_interval}
+        report["backfill"] = backfill_rules(backfill_server, scenario, work_dir, intervals)
+    finally:
+        backfill_server.stop()
+    report["tsdb"] = tsdb_size(data_dir)
+    return report, scenario
+
+
+def reuse_report(out: Path, options: argparse.Namespace) -> tuple[dict[str, Any], generate.Scenario]:
+    """Return the report of the earlier run in `out`, without its timings, and its scenario."""
+    path = out / "bench.json"
+    if not path.exists() or not (out / "data").is_dir():
+        raise FileNotFoundError(f"{path} or {out / 'data'} not found: run the benchmark without --reuse first")
+    report = json.loads(path.read_text())
+    fields = {name: report["scenario"][name] for name in ("instances", "endpoints", "start", "end", "seed")}
+    if not options.ranges:
+        span = fields["end"] - fields["start"]
+        options.range_list = [name for name, seconds in RANGES.items() if seconds <= span]
+    report["reuse_options"] = {"runs": options.runs, "ranges": options.range_list, "compaction_wait": not options.no_compaction_wait}
+    for stale in ("cases", "table", "rule_checks", "panel_checks"):
+        report.pop(stale, None)
+    return report, generate.Scenario(**fields)
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -627,7 +688,11 @@ def summary(report: dict[str, Any]) -> str:
         f"{raw['bytes'] / series / days:.0f} bytes per series per day.",
         f"Compacted TSDB with the recording rules: {report['compacted_tsdb']['bytes']:,} bytes in "
         f"{report['compacted_tsdb']['blocks']} blocks. Whole run: {report['seconds']} s.",
-        "",
+        *(
+            [f"Query timings from a second pass over the same TSDB: {report['reuse_options']}", ""]
+            if "reuse_options" in report
+            else [""]
+        ),
         f"Recording rules that differ from their expression at the same instant (tolerance {TOLERANCE:g}): "
         f"{len(mismatched_rules)} of {len(report['rule_checks'])} checks.",
         f"Panels whose recorded and raw forms differ: {len(mismatched_panels)} of {len(report['panel_checks'])} checks.",

@@ -57,3 +57,14 @@ def secret_placeholder(key: str) -> str:
 
 def placeholder_secrets() -> dict[str, str]:
     return {key: secret_placeholder(key) for key in SECRET_KEYS}
+
+
+def render_placeholders() -> dict[str, str]:
+    """Return placeholders for every key a service may render from: config secrets, certificates and credentials.
+
+    Unlike `placeholder_secrets`, the result is no stack config: the generated keys are not config keys.
+    """
+    from components import credentials, tls
+
+    generated = {key: secret_placeholder(key) for key in (*tls.generated_keys(), *credentials.generated_keys())}
+    return {**placeholder_secrets(), **generated}

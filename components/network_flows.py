@@ -39,6 +39,8 @@ class Flow:
 
 def api_ports(settings: StackSettings) -> tuple[int, ...]:
     """Return the ports of the API targets, which Prometheus scrapes and the blackbox exporter probes."""
+    # NOTE: NetworkPolicies match the pod's port after a Service forwards the connection, so a
+    # target given as a Service whose targetPort differs from its port is blocked.
     return tuple(sorted({int(target.rsplit(":", 1)[1]) for target in settings.api_targets}))
 
 
@@ -71,11 +73,20 @@ def stack_flows(settings: StackSettings) -> list[Flow]:
         Flow(ep.PROMETHEUS, ep.BLACKBOX_EXPORTER, (ep.BLACKBOX_EXPORTER_PORT,)),
         Flow(ep.PROMETHEUS, API, api_ports(settings)),
         # Grafana's datasources, queried by Grafana's server (proxy access).
+        # NOTE: recent Grafana releases also download the plugins of [plugins] preinstall from
+        # grafana.com at start (pkg/setting/setting_plugins.go). No flow allows that, so the
+        # downloads fail and Grafana logs the errors; not checked against Grafana 12.0.2.
         Flow(ep.GRAFANA, ep.PROMETHEUS, (ep.PROMETHEUS_PORT,)),
         Flow(ep.GRAFANA, ep.ALERTMANAGER, (ep.ALERTMANAGER_PORT,)),
         Flow(ep.GRAFANA, ep.JAEGER, (ep.JAEGER_UI_PORT,)),
         # The blackbox exporter probes the API's health endpoint.
         Flow(ep.BLACKBOX_EXPORTER, API, api_ports(settings)),
+        # It also opens a TLS connection to every HTTPS endpoint to read certificate expiry dates.
+        Flow(ep.BLACKBOX_EXPORTER, ep.PROMETHEUS, (ep.PROMETHEUS_PORT,)),
+        Flow(ep.BLACKBOX_EXPORTER, ep.ALERTMANAGER, (ep.ALERTMANAGER_PORT,)),
+        Flow(ep.BLACKBOX_EXPORTER, ep.GRAFANA, (ep.GRAFANA_PORT,)),
+        Flow(ep.BLACKBOX_EXPORTER, ep.JAEGER, (ep.JAEGER_UI_PORT, ep.OTLP_GRPC_PORT)),
+        Flow(ep.BLACKBOX_EXPORTER, ep.OTEL_COLLECTOR, (ep.OTLP_GRPC_PORT, ep.OTLP_HTTP_PORT)),
         Flow(ep.ALERTMANAGER, ALERT_RECEIVERS, receiver_ports(settings)),
     ]
 

@@ -19,6 +19,7 @@ from typing import Any
 from components import signals as sig
 from components.contract import MetricContract, contract_from_settings
 from components.rendering import REPOSITORY_ROOT, to_yaml
+from components.services import blackbox_exporter
 from components.services import endpoints as ep
 from components.settings import ConfigError, StackSettings, load_settings
 from components.units import format_duration, parse_duration
@@ -375,6 +376,18 @@ def meta_alerts(settings: StackSettings) -> list[dict[str, Any]]:
             f"({settings.prometheus_retention_size} bytes). At 100% Prometheus deletes the oldest blocks "
             f"before the retention time of {settings.prometheus_retention_time} has passed.",
             "30m",
+        ),
+        _alert(
+            settings,
+            "CertificateExpiringSoon",
+            f'min by (job, instance) (probe_ssl_earliest_cert_expiry{{job="{blackbox_exporter.TLS_PROBE_JOB}"}}) - time()'
+            f" < {int(parse_duration(settings.alert_certificate_expiry))}",
+            "warning",
+            "The certificate served at {{ $labels.instance }} expires soon",
+            "The certificate chain served at {{ $labels.instance }} expires in {{ $value | humanizeDuration }} "
+            f"(threshold: {settings.alert_certificate_expiry}). `pulumi up` replaces certificates once less than "
+            f"{settings.tls_early_renewal} of their validity is left.",
+            "10m",
         ),
         _alert(
             settings,

@@ -34,6 +34,7 @@ SECRET_KEYS: dict[str, bool] = {
     "alertWebhookUrl": False,
     "alertSlackWebhookUrl": False,
     "alertEmailPassword": False,
+    "otlpBearerToken": False,
 }
 
 SECRET_DESCRIPTIONS = {
@@ -42,6 +43,8 @@ SECRET_DESCRIPTIONS = {
     "alertWebhookUrl": "URL of the webhook receiver; may contain a token.",
     "alertSlackWebhookUrl": "Slack incoming-webhook URL of the Slack receiver.",
     "alertEmailPassword": "SMTP password of the email receiver.",
+    "otlpBearerToken": "Production only: bearer token that OTLP senders must present to the collector. "
+    "When unset, a random 48-character token is generated.",
 }
 
 
@@ -316,6 +319,24 @@ class StackSettings(BaseModel):
         description="Kubernetes only: namespace whose pods may send OTLP to the collector; empty allows every namespace."
     )
 
+    tls_ca_validity: Duration = Field(description="Validity of the stack's private CA certificate, such as 1825d.")
+    tls_certificate_validity: Duration = Field(description="Validity of each service's server certificate, such as 90d.")
+    tls_early_renewal: Duration = Field(
+        description="`pulumi up` replaces a certificate once less than this much of its validity is left, such as 30d."
+    )
+    alert_certificate_expiry: Duration = Field(
+        description="CertificateExpiringSoon fires when a served certificate expires within this duration, such as 14d."
+    )
+    cors_allowed_origins: Annotated[list[Url], BeforeValidator(_parse_list)] = Field(
+        description="Origins, such as https://grafana.example.com, that Grafana accepts in CSRF checks besides its own URL."
+    )
+    ingress_tls_issuer: str = Field(
+        description="Kubernetes only: cert-manager ClusterIssuer that signs the Ingress certificates (cert-manager.io/cluster-issuer)."
+    )
+    ingress_tls_secret: str = Field(
+        description="Kubernetes only: existing TLS Secret of every Ingress; when set, ingressTlsIssuer is not used."
+    )
+
     secrets_set: frozenset[str] = Field(default=frozenset(), exclude=True)
     """Secret keys that the stack sets. Their values never enter this model."""
 
@@ -390,6 +411,13 @@ _DEVELOPMENT_DEFAULTS: dict[str, Any] = {
     "ingressDomain": "",
     "ingressControllerNamespace": "ingress-nginx",
     "otlpClientNamespace": "",
+    "tlsCaValidity": "1825d",
+    "tlsCertificateValidity": "90d",
+    "tlsEarlyRenewal": "30d",
+    "alertCertificateExpiry": "14d",
+    "corsAllowedOrigins": [],
+    "ingressTlsIssuer": "",
+    "ingressTlsSecret": "",
 }
 
 # Production has no default API target: the stack file must name the real instances.
@@ -515,6 +543,7 @@ def _check_combinations(settings: StackSettings) -> list[str]:
         )
 
     errors.extend(_check_retention_time(settings))
+    errors.extend(_check_certificates(settings))
 
     return errors
 
@@ -543,4 +572,33 @@ def _check_retention_time(settings: StackSettings) -> list[str]:
             f"pulumi config set prometheusRetentionTime {settings.slo_window}, or shorten sloWindow."
         )
 
+    return errors
+
+
+def _check_certificates(settings: StackSettings) -> list[str]:
+    """Return errors for certificate durations that would let a certificate expire unrenewed or unalerted."""
+    errors = []
+    validity = parse_duration(settings.tls_certificate_validity)
+    renewal = parse_duration(settings.tls_early_renewal)
+    alert = parse_duration(settings.alert_certificate_expiry)
+
+    if renewal >= validity or validity > parse_duration(settings.tls_ca_validity):
+        errors.append(
+            f"{PROJECT}:tlsEarlyRenewal={settings.tls_early_renewal!r}, tlsCertificateValidity="
+            f"{settings.tls_certificate_validity!r} and tlsCaValidity={settings.tls_ca_validity!r} must grow in "
+            "that order, or certificates renew at every run or outlive their CA. Fix them with: "
+            "pulumi config set tlsEarlyRenewal 30d (and tlsCertificateValidity 90d, tlsCaValidity 1825d)"
+        )
+    if alert >= renewal:
+        errors.append(
+            f"{PROJECT}:alertCertificateExpiry={settings.alert_certificate_expiry!r} is not below "
+            f"tlsEarlyRenewal={settings.tls_early_renewal!r}, so the alert fires before `pulumi up` can renew "
+            "the certificate. Lower it with: pulumi config set alertCertificateExpiry 14d"
+        )
+    if settings.platform == "kubernetes" and not (settings.ingress_tls_issuer or settings.ingress_tls_secret):
+        errors.append(
+            f"{PROJECT}:ingressTlsIssuer and ingressTlsSecret are both empty, but platform is kubernetes and the "
+            "Ingress serves HTTPS only. Set one with: pulumi config set ingressTlsIssuer letsencrypt "
+            "(a cert-manager ClusterIssuer) or pulumi config set ingressTlsSecret <TLS Secret name>"
+        )
     return errors

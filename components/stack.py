@@ -8,7 +8,8 @@ import pulumi
 import pulumi_random as random
 import pulumiverse_grafana as grafana_provider
 
-from components.config import placeholder_secrets
+from components import credentials, tls
+from components.config import render_placeholders
 from components.platform.docker import DockerPlatform
 from components.platform.kubernetes import KubernetesPlatform
 from components.services import alertmanager, blackbox_exporter, grafana, jaeger, otel_collector, prometheus
@@ -33,7 +34,9 @@ def render_outputs(
     if not used:
         return dict(service.render(settings, {}))
 
-    paths = service.render(settings, placeholder_secrets()).keys()
+    # The same keys as the real render, so that both return the same paths.
+    placeholders = render_placeholders()
+    paths = service.render(settings, {key: placeholders[key] for key in used}).keys()
     rendered = pulumi.Output.all(**used).apply(lambda values: service.render(settings, values))
 
     files: dict[str, pulumi.Input[str]] = {}
@@ -49,6 +52,9 @@ class MonitoringStack(pulumi.ComponentResource):
 
     urls: dict[str, pulumi.Output[str]]
     grafana_admin_password: pulumi.Output[str]
+    ca_certificate: pulumi.Output[str]
+    basic_auth_passwords: dict[str, pulumi.Output[str]]
+    otlp_bearer_token: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: MonitoringStackArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("magflow:monitoring:MonitoringStack", name, None, opts)
@@ -62,6 +68,18 @@ class MonitoringStack(pulumi.ComponentResource):
             )
             secrets["grafanaAdminPassword"] = password.result
         self.grafana_admin_password = pulumi.Output.secret(secrets["grafanaAdminPassword"])
+
+        # Certificates, keys and generated credentials join the secrets that services render from.
+        secrets.update(tls.issue_certificates(settings, pulumi.get_stack(), parent=self))
+        credentials.generate(settings, secrets, parent=self)
+        self.ca_certificate = pulumi.Output.from_input(secrets[tls.CA_CERT_KEY])
+        self.basic_auth_passwords = {
+            service: pulumi.Output.secret(secrets[credentials.password_key(service)])
+            for service in (*credentials.PROTECTED, *credentials.INGRESS_PROTECTED)
+            if credentials.password_key(service) in secrets
+        }
+        token = secrets.get(credentials.OTLP_TOKEN_KEY)
+        self.otlp_bearer_token = None if token is None else pulumi.Output.secret(token)
 
         stack = pulumi.get_stack()
         platform: DockerPlatform | KubernetesPlatform
@@ -88,15 +106,22 @@ class MonitoringStack(pulumi.ComponentResource):
 
         self._configure_grafana(settings, deployed[grafana.NAME])
 
-        self.register_outputs({"urls": self.urls, "grafanaAdminPassword": self.grafana_admin_password})
+        self.register_outputs(
+            {
+                "urls": self.urls,
+                "grafanaAdminPassword": self.grafana_admin_password,
+                "caCertificate": self.ca_certificate,
+                "basicAuthPasswords": self.basic_auth_passwords,
+            }
+        )
 
     @staticmethod
     def _otlp_endpoint(settings: StackSettings, protocol: str) -> str:
         if settings.platform == "docker":
             port = settings.otlp_grpc_port if protocol == "grpc" else settings.otlp_http_port
-            return f"http://127.0.0.1:{port}"
+            return f"https://127.0.0.1:{port}"
         port = otel_collector.ep.OTLP_GRPC_PORT if protocol == "grpc" else otel_collector.ep.OTLP_HTTP_PORT
-        return f"http://{otel_collector.NAME}.{settings.namespace}.svc:{port}"
+        return f"https://{otel_collector.NAME}.{settings.namespace}.svc:{port}"
 
     def _configure_grafana(self, settings: StackSettings, grafana_resource: pulumi.Resource) -> None:
         """Set organization preferences through Grafana's API, stored in Grafana's database volume.
@@ -108,6 +133,8 @@ class MonitoringStack(pulumi.ComponentResource):
             "grafana",
             url=self.urls["grafana"],
             auth=pulumi.Output.concat("admin:", self.grafana_admin_password),
+            # Docker serves the stack CA's certificate on 127.0.0.1; the Ingress serves one of ingressTlsIssuer.
+            ca_cert=self.ca_certificate if settings.platform == "docker" else None,
             opts=pulumi.ResourceOptions(parent=self),
         )
         grafana_provider.oss.OrganizationPreferences(
@@ -121,4 +148,4 @@ class MonitoringStack(pulumi.ComponentResource):
 
 def describe(settings: StackSettings) -> dict[str, Any]:
     """Return every service's rendered files with placeholder secrets, by service name."""
-    return {service.NAME: service.render(settings, placeholder_secrets()) for service in SERVICES}
+    return {service.NAME: service.render(settings, render_placeholders()) for service in SERVICES}

@@ -32,6 +32,10 @@ class HttpCheck:
     port: int
     docker_command: tuple[str, ...] | None = None
     """Docker HEALTHCHECK command; None where the image has no HTTP client (the collector's)."""
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    """Kubernetes probe scheme. The kubelet does not verify the server certificate of an HTTPS probe."""
+    authenticated: bool = False
+    """The path requires basic auth, so Kubernetes checks that the port accepts TCP connections instead."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class Workload:
     """Mount the image's root filesystem read-only; the config files, data volume and `tmp_dirs` stay usable."""
     tmp_dirs: tuple[str, ...] = ()
     """Writable scratch directories, emptied at every start: a tmpfs on Docker, an emptyDir on Kubernetes."""
+    ingress_auth_file: str | None = None
+    """Kubernetes: a file of `files`, in htpasswd format, whose users the Ingress requires
+    (ingress-nginx basic auth). It is stored in a Secret of its own and not mounted."""
     extra_hosts: dict[str, str] = field(default_factory=dict)
     """Docker: host name to address, such as host.docker.internal to host-gateway."""
 

@@ -46,6 +46,11 @@ def stack_of(urn: str) -> str:
     return urn[len(prefix) :].split("::", 1)[0]
 
 
+def _port_text(value: Any) -> str:
+    # Pulumi passes numbers as floats, such as 3000.0.
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -62,22 +67,53 @@ def exposure_violations(resource_type: str, props: Mapping[str, Any]) -> list[st
     """Return a message for each way the resource makes a port reachable beyond its host or cluster.
 
     Docker: a port published on an address other than loopback (an unset `ip` publishes on
-    0.0.0.0), or host networking. Kubernetes: a Service of type LoadBalancer or NodePort, and an
-    Ingress that does not terminate TLS for every host it routes.
+    0.0.0.0), or host networking. Kubernetes: a Service of type LoadBalancer or NodePort or with
+    externalIPs, a pod with hostNetwork or a container hostPort, and an Ingress that does not
+    terminate TLS for every host it routes.
     """
     if resource_type == DOCKER_CONTAINER:
         return _docker_exposure(props)
     if resource_type == SERVICE:
-        service_type = (props.get("spec") or {}).get("type") or "ClusterIP"
-        if service_type in EXPOSED_SERVICE_TYPES:
-            return [
-                f"Service type {service_type} opens a port on every node or a cloud load balancer, without TLS "
-                "or authentication: use type ClusterIP and publish web UIs through an Ingress with tls."
-            ]
-        return []
+        return _service_exposure(props)
     if resource_type == INGRESS:
         return _ingress_tls(props)
+
+    pod_spec = _pod_spec(resource_type, props)
+    if pod_spec is not None:
+        return _pod_exposure(pod_spec)
     return []
+
+
+def _service_exposure(props: Mapping[str, Any]) -> list[str]:
+    spec = props.get("spec") or {}
+    violations = []
+    service_type = spec.get("type") or "ClusterIP"
+    if service_type in EXPOSED_SERVICE_TYPES:
+        violations.append(
+            f"Service type {service_type} opens a port on every node or a cloud load balancer, without TLS "
+            "or authentication: use type ClusterIP and publish web UIs through an Ingress with tls."
+        )
+    if spec.get("externalIPs"):
+        violations.append(
+            f"Service externalIPs {', '.join(spec['externalIPs'])} accept traffic from outside the cluster: "
+            "remove externalIPs and publish web UIs through an Ingress with tls."
+        )
+    return violations
+
+
+def _pod_exposure(pod_spec: Mapping[str, Any]) -> list[str]:
+    violations = []
+    if pod_spec.get("hostNetwork"):
+        violations.append("hostNetwork: true makes every listening port reachable on the node's addresses: remove it.")
+    containers = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
+    for container in containers:
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                violations.append(
+                    f"container {container.get('name', '?')!r} maps port {_port_text(port.get('containerPort'))} to hostPort "
+                    f"{_port_text(port['hostPort'])} on the node: remove hostPort and use a ClusterIP Service."
+                )
+    return violations
 
 
 def _docker_exposure(props: Mapping[str, Any]) -> list[str]:
@@ -91,7 +127,7 @@ def _docker_exposure(props: Mapping[str, Any]) -> list[str]:
         ip = port.get("ip") or "0.0.0.0"
         if not _is_loopback(ip):
             violations.append(
-                f"container port {port.get('internal')} is published on {ip}, reachable from the network without TLS "
+                f"container port {_port_text(port.get('internal'))} is published on {ip}, reachable from the network without TLS "
                 "or authentication: set ip to 127.0.0.1."
             )
     return violations

@@ -4,29 +4,33 @@ and a rendered stack rewritten so that Debian's binaries can read it on 127.0.0.
 Every address these helpers produce or contact is on 127.0.0.1.
 """
 
+import base64
 import json
 import os
 import re
+import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from components.config import placeholder_secrets, read_stack_file
+import bcrypt
+
+from components import credentials, tls
+from components.config import placeholder_secrets, read_stack_file, render_placeholders
 from components.render import render_stack
 from components.rendering import REPOSITORY_ROOT
 from components.settings import load_settings
 from components.stack import SERVICES
 
 LOOPBACK = "127.0.0.1"
-
-# No proxy from the environment: a proxy would carry loopback requests to another host.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_ports(count: int) -> list[int]:
@@ -103,15 +107,59 @@ def stop_process(process: Process, timeout: float = 10.0) -> None:
         process.popen.wait(timeout=timeout)
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET a loopback URL and return the status code and body. HTTP error statuses are returned, not raised."""
-    if not url.startswith(f"http://{LOOPBACK}:"):
-        raise ValueError(f"invalid URL {url!r}: live tests only contact http://{LOOPBACK}:<port>")
+@dataclass(frozen=True)
+class ClientCredentials:
+    """What a client presents to one endpoint: the CA file it trusts and optional basic-auth credentials."""
+
+    ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+# Credentials by "127.0.0.1:port", registered by the helpers that start TLS endpoints, so that
+# http_get, get_json and wait_until_ready connect to them like a configured client.
+_ENDPOINT_CREDENTIALS: dict[str, ClientCredentials] = {}
+
+
+def register_endpoint(address: str, client: ClientCredentials) -> None:
+    _ENDPOINT_CREDENTIALS[address] = client
+
+
+def check_loopback(url: str) -> None:
+    """Raise ValueError unless `url` is http:// or https:// on 127.0.0.1 with a port."""
+    if not (url.startswith(f"http://{LOOPBACK}:") or url.startswith(f"https://{LOOPBACK}:")):
+        raise ValueError(f"invalid URL {url!r}: live tests only contact http(s)://{LOOPBACK}:<port>")
+
+
+def http_request(url: str, client: ClientCredentials = ClientCredentials(), timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET a loopback URL as `client` and return the status code and body.
+
+    HTTP error statuses are returned, not raised. An HTTPS URL is verified against `client.ca_file`
+    (the system's CAs when None), and a failed handshake raises ssl.SSLError or URLError.
+    """
+    check_loopback(url)
+    headers = {}
+    if client.username is not None:
+        token = base64.b64encode(f"{client.username}:{client.password or ''}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+
+    context = None
+    if url.startswith("https://"):
+        context = ssl.create_default_context(cafile=str(client.ca_file) if client.ca_file else None)
+    # No proxy from the environment: a proxy would carry loopback requests to another host.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     try:
-        with _OPENER.open(url, timeout=timeout) as response:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET a loopback URL with the credentials registered for its address, if any."""
+    check_loopback(url)
+    client = _ENDPOINT_CREDENTIALS.get(urllib.parse.urlsplit(url).netloc, ClientCredentials())
+    return http_request(url, client, timeout)
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -148,6 +196,81 @@ def wait_until_ready(url: str, process: Process, timeout: float = 30.0) -> None:
     )
 
 
+# --- Test certificates and credentials ---------------------------------------------------------
+
+TEST_CERTIFICATE_DAYS = 2
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed with exit code {result.returncode}: {result.stderr}")
+
+
+def issue_test_ca(folder: Path, name: str = "ca") -> Path:
+    """Create a self-signed ECDSA P-256 CA with openssl in `folder`; return its certificate's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", str(TEST_CERTIFICATE_DAYS),
+        "-subj", f"/CN=magflow-monitoring live test {name}",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )
+    return folder / f"{name}.crt"
+
+
+def issue_test_certificate(folder: Path, ca_cert: Path, service: str) -> tuple[str, str]:
+    """Sign a server certificate for `service`, localhost and 127.0.0.1 with the CA next to `ca_cert`.
+
+    Returns the certificate and private key as PEM text, as pulumi-tls would.
+    """
+    ca_key = ca_cert.with_suffix(".key")
+    (folder / f"{service}.ext").write_text(
+        f"subjectAltName=DNS:{service},DNS:localhost,IP:{LOOPBACK}\nextendedKeyUsage=serverAuth\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{service}.key", "-out", f"{service}.csr", "-subj", f"/CN={service}",
+        cwd=folder,
+    )
+    _openssl(
+        "x509", "-req", "-in", f"{service}.csr", "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-days", str(TEST_CERTIFICATE_DAYS), "-extfile", f"{service}.ext", "-out", f"{service}.crt",
+        cwd=folder,
+    )
+    return (folder / f"{service}.crt").read_text(), (folder / f"{service}.key").read_text()
+
+
+@dataclass
+class LiveSecrets:
+    """Certificates of a test CA and known passwords, keyed as the services' `render` reads them."""
+
+    ca_file: Path
+    values: dict[str, str]
+
+    def client(self, service: str) -> ClientCredentials:
+        """Return the credentials that a configured client presents to `service`: the CA, and basic auth where required."""
+        if service in credentials.PROTECTED:
+            return ClientCredentials(self.ca_file, credentials.BASIC_AUTH_USER, self.values[credentials.password_key(service)])
+        return ClientCredentials(self.ca_file)
+
+
+def make_test_secrets(folder: Path) -> LiveSecrets:
+    """Issue a test CA and a certificate per served service, and a random password with its bcrypt hash per protected service."""
+    ca_file = issue_test_ca(folder)
+    values = {tls.CA_CERT_KEY: ca_file.read_text()}
+    for service in tls.SERVED:
+        values[tls.cert_key(service)], values[tls.key_key(service)] = issue_test_certificate(folder, ca_file, service)
+    for service in credentials.PROTECTED:
+        password = secrets.token_hex(16)
+        values[credentials.password_key(service)] = password
+        # Cost 10, as pulumi-random's bcrypt_hash; the Debian binaries verify it on every request.
+        values[credentials.hash_key(service)] = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    return LiveSecrets(ca_file, values)
+
+
 # Container configuration directories, by service name: the folder `render_stack` writes each to.
 CONFIG_DIRS: dict[str, str] = {service.NAME: service.CONFIG_DIR for service in SERVICES}
 # Every service name is a host name on the stack's network.
@@ -164,6 +287,8 @@ class LocalStack:
     files: list[Path]
     ports: dict[tuple[str, int], int] = field(default_factory=dict)
     """Loopback port that replaces each (service host, container port) pair."""
+    secrets: LiveSecrets | None = None
+    """The test CA and passwords that the files were rendered with."""
 
     def path(self, service: str, relative: str) -> Path:
         return self.root / service / relative
@@ -185,11 +310,21 @@ def render_local_stack(stack: str, out: Path) -> LocalStack:
     port. The same service and container port always get the same free port, so the addresses
     that services use to reach each other still match.
 
+    Certificates, keys and basic-auth passwords are real ones from `make_test_secrets` (under
+    `out/pki`), and every service address is registered with them, so `http_get` connects to the
+    started services over HTTPS with the test CA and, where required, basic auth.
+
     NOTE: listen addresses written as separate host and port keys (the collector's and Jaeger's
     own telemetry readers) and data directories such as /badger are left as rendered.
     """
     files = render_stack(stack, out)
     settings = load_settings({**read_stack_file(REPOSITORY_ROOT / f"Pulumi.{stack}.yaml"), **placeholder_secrets()})
+
+    # The same files, rendered again with a test CA and known passwords instead of placeholders.
+    live_secrets = make_test_secrets(out / "pki")
+    for service in SERVICES:
+        for relative, content in service.render(settings, {**render_placeholders(), **live_secrets.values}).items():
+            (out / service.NAME / relative).write_text(content)
     api_hosts = sorted({target.rsplit(":", 1)[0] for target in settings.api_targets})
 
     hosts = [*SERVICE_HOSTS, *api_hosts, *SELF_HOSTS]
@@ -214,4 +349,7 @@ def render_local_stack(stack: str, out: Path) -> LocalStack:
             text = re.sub(re.escape(config_dir) + r"(?=/|\b)", lambda _: local_dir, text)
         path.write_text(text)
 
-    return LocalStack(out, files, ports)
+    for (host, _), port in ports.items():
+        if host in tls.SERVED:
+            register_endpoint(f"{LOOPBACK}:{port}", live_secrets.client(host))
+    return LocalStack(out, files, ports, live_secrets)

@@ -27,7 +27,18 @@ from components.services import alertmanager, blackbox_exporter, grafana, promet
 from components.settings import CONFIG_KEYS, StackSettings, load_settings
 from components.stack import SERVICES
 from components.workload import Workload
-from live import LOOPBACK, Process, free_ports, get_json, http_get, start_process, stop_process, wait_until_ready
+from live import (
+    LOOPBACK,
+    Process,
+    free_ports,
+    get_json,
+    http_get,
+    make_test_secrets,
+    register_endpoint,
+    start_process,
+    stop_process,
+    wait_until_ready,
+)
 
 APP_DIR = REPOSITORY_ROOT / "examples" / "reference_app"
 APP_TOKEN_VARIABLE = "MAGFLOW_METRICS_TOKEN"
@@ -96,11 +107,11 @@ class LiveStack:
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{self.addresses[prometheus.NAME]}"
+        return f"https://{self.addresses[prometheus.NAME]}"
 
     @property
     def alertmanager_url(self) -> str:
-        return f"http://{self.addresses[alertmanager.NAME]}"
+        return f"https://{self.addresses[alertmanager.NAME]}"
 
     def rendered(self, service: str, relative: str) -> str:
         return (self.config_root / service / relative).read_text()
@@ -202,7 +213,11 @@ def start_app(root: Path, port: int, token: str) -> Process:
 
 @contextlib.contextmanager
 def running_stack(root: Path, overrides: Mapping[str, Any]) -> Iterator[LiveStack]:
-    """Start the app and the three services on free loopback ports, and stop each by its PID on exit."""
+    """Start the app and the three services on free loopback ports, and stop each by its PID on exit.
+
+    The services serve HTTPS with certificates of a test CA and require the rendered basic auth,
+    as deployed. Their addresses are registered with those credentials for `http_get`.
+    """
     require_binaries()
     app_port, *service_ports = free_ports(1 + len(STARTED))
     addresses = {name: f"{LOOPBACK}:{port}" for name, port in zip(STARTED, service_ports)}
@@ -210,6 +225,7 @@ def running_stack(root: Path, overrides: Mapping[str, Any]) -> Iterator[LiveStac
     token = "live-test-token"
 
     settings = load_test_settings(app_address, overrides)
+    live_secrets = make_test_secrets(root / "pki")
     config_root = root / "config"
     stack = LiveStack(settings, config_root, app_address, addresses)
 
@@ -226,9 +242,11 @@ def running_stack(root: Path, overrides: Mapping[str, Any]) -> Iterator[LiveStac
         wait_until_ready(f"{stack.app_url}/health", stack.processes[-1])
 
         for name, (service, binary, ready_path) in STARTED.items():
-            files = dict(service.render(settings, {"apiMetricsToken": token} if service is prometheus else {}))
+            rendered = service.render(settings, {**live_secrets.values, "apiMetricsToken": token})
+            # Paths in the other files (web configuration, CA file) move with the config directory.
+            files = {path: text.replace(service.CONFIG_DIR, str(config_root / name)) for path, text in rendered.items()}
             if service is prometheus:
-                files["prometheus.yml"] = localize_prometheus_config(files["prometheus.yml"], replacements)
+                files["prometheus.yml"] = localize_prometheus_config(rendered["prometheus.yml"], replacements)
             if service is alertmanager:
                 check_no_receiver(files["alertmanager.yml"])
             write_files(config_root / name, files)
@@ -243,7 +261,8 @@ def running_stack(root: Path, overrides: Mapping[str, Any]) -> Iterator[LiveStac
                 args.append(f"--rules.alert.resend-delay={TEST_RESEND_DELAY}")
             process = start_process(name, [binary, *args], root / "logs" / f"{name}.log")
             stack.processes.append(process)
-            wait_until_ready(f"http://{addresses[name]}{ready_path}", process)
+            register_endpoint(addresses[name], live_secrets.client(name))
+            wait_until_ready(f"https://{addresses[name]}{ready_path}", process)
 
         yield stack
     finally:

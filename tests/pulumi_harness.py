@@ -15,6 +15,7 @@ Mocked outputs are the inputs plus a few realistic computed values (`MagflowMock
 come back as floats, and outputs that no mock sets are None.
 """
 
+import base64
 import hashlib
 import json
 import runpy
@@ -32,6 +33,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
+from components import credentials, tls
 from components.settings import StackSettings, load_settings
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
@@ -196,6 +198,35 @@ def mocked_image_id(resource_name: str) -> str:
     return "sha256:" + hashlib.sha256(f"docker:index/remoteImage:RemoteImage/{resource_name}".encode()).hexdigest()
 
 
+def mocked_pem(label: str, resource_name: str) -> str:
+    """Return the PEM block that the mocks give a pulumi-tls resource: distinct per resource and label."""
+    body = base64.b64encode(hashlib.sha256(f"{label}/{resource_name}".encode()).digest() * 2).decode()
+    return f"-----BEGIN {label}-----\n{body}\n-----END {label}-----\n"
+
+
+def mocked_bcrypt_hash(resource_name: str) -> str:
+    """Return the `bcryptHash` that the mocks give the RandomPassword of this resource name."""
+    digest = hashlib.sha256(f"random:index/randomPassword:RandomPassword/{resource_name}".encode()).hexdigest()
+    return f"$2a$10${digest[:53]}"
+
+
+def mocked_generated_secrets(stack: str) -> dict[str, str]:
+    """Return the mocked certificates, keys and generated credentials, by their key in the services' secrets."""
+    values = {tls.CA_CERT_KEY: mocked_pem("CERTIFICATE", "tls-ca")}
+    for service in tls.SERVED:
+        values[tls.cert_key(service)] = mocked_pem("CERTIFICATE", f"tls-{service}")
+        values[tls.key_key(service)] = mocked_pem("PRIVATE KEY", f"tls-{service}-key")
+    for service in credentials.PROTECTED:
+        values[credentials.password_key(service)] = GENERATED_PASSWORD
+        values[credentials.hash_key(service)] = mocked_bcrypt_hash(f"{service}-basic-auth-password")
+    if stack == "prod":
+        values[credentials.OTLP_TOKEN_KEY] = GENERATED_PASSWORD
+        for service in credentials.INGRESS_PROTECTED:
+            values[credentials.password_key(service)] = GENERATED_PASSWORD
+            values[credentials.hash_key(service)] = mocked_bcrypt_hash(f"{service}-basic-auth-password")
+    return values
+
+
 class MagflowMocks(pulumi.runtime.Mocks):
     """Return each resource's inputs as its outputs, plus the computed outputs the program reads."""
 
@@ -208,7 +239,14 @@ class MagflowMocks(pulumi.runtime.Mocks):
             outputs["repoDigest"] = f"{args.inputs.get('name', args.name)}@sha256:{digest}"
         elif args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = GENERATED_PASSWORD
-            outputs["bcryptHash"] = f"$2a$10${digest[:53]}"
+            outputs["bcryptHash"] = mocked_bcrypt_hash(args.name)
+        elif args.typ == "tls:index/privateKey:PrivateKey":
+            outputs["privateKeyPem"] = mocked_pem("PRIVATE KEY", args.name)
+            outputs["publicKeyPem"] = mocked_pem("PUBLIC KEY", args.name)
+        elif args.typ == "tls:index/certRequest:CertRequest":
+            outputs["certRequestPem"] = mocked_pem("CERTIFICATE REQUEST", args.name)
+        elif args.typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
+            outputs["certPem"] = mocked_pem("CERTIFICATE", args.name)
         elif args.typ.startswith("kubernetes:"):
             # Kubernetes fills in metadata.name from the resource name when the program sets none.
             metadata = dict(outputs.get("metadata") or {})

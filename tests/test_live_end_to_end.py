@@ -146,7 +146,7 @@ def test_blackbox_probe_health(stack: LiveStack) -> None:
 def test_blackbox_probe_rejects_metrics(stack: LiveStack) -> None:
     # /metrics returns 401 without the token, so the http_2xx module must report a failed probe.
     exporter = stack.addresses[blackbox_exporter.NAME]
-    url = f"http://{exporter}/probe?module={blackbox_exporter.HTTP_MODULE}&target={stack.app_url}/metrics"
+    url = f"https://{exporter}/probe?module={blackbox_exporter.HTTP_MODULE}&target={stack.app_url}/metrics"
     status, body = http_get(url)
     assert status == 200
     assert re.search(r"^probe_success 0$", body.decode(), re.MULTILINE), body.decode()[-500:]

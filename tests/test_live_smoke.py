@@ -11,7 +11,9 @@ import time
 import pytest
 import yaml
 
+from components.services import alertmanager as alertmanager_service
 from components.services import endpoints as ep
+from components.services import prometheus as prometheus_service
 from live import (
     LocalStack,
     Process,
@@ -59,6 +61,8 @@ def alertmanager(local_stack: LocalStack, tmp_path_factory: pytest.TempPathFacto
             f"--config.file={local_stack.path(ep.ALERTMANAGER, 'alertmanager.yml')}",
             f"--storage.path={work / 'data'}",
             f"--web.listen-address={local_stack.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)}",
+            # The rendered TLS and basic-auth settings, with the test CA's certificate.
+            f"--web.config.file={local_stack.path(ep.ALERTMANAGER, alertmanager_service.WEB_CONFIG_FILE)}",
             # A single instance: an empty address turns gossip off, so no cluster port is opened.
             "--cluster.listen-address=",
         ],
@@ -82,6 +86,7 @@ def prometheus(
             f"--config.file={local_stack.path(ep.PROMETHEUS, 'prometheus.yml')}",
             f"--storage.tsdb.path={work / 'data'}",
             f"--web.listen-address={local_stack.address(ep.PROMETHEUS, ep.PROMETHEUS_PORT)}",
+            f"--web.config.file={local_stack.path(ep.PROMETHEUS, prometheus_service.WEB_CONFIG_FILE)}",
             f"--rules.alert.resend-delay={RESEND_DELAY}",
         ],
         work / "prometheus.log",
@@ -93,11 +98,11 @@ def prometheus(
 
 
 def _prometheus_url(stack: LocalStack) -> str:
-    return f"http://{stack.address(ep.PROMETHEUS, ep.PROMETHEUS_PORT)}"
+    return f"https://{stack.address(ep.PROMETHEUS, ep.PROMETHEUS_PORT)}"
 
 
 def _alertmanager_url(stack: LocalStack) -> str:
-    return f"http://{stack.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)}"
+    return f"https://{stack.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)}"
 
 
 def test_alertmanager_ready(local_stack: LocalStack, alertmanager: Process) -> None:
@@ -132,7 +137,7 @@ def test_prometheus_watchdog_rule_loaded(local_stack: LocalStack, prometheus: Pr
 
 def test_prometheus_alertmanager_active(local_stack: LocalStack, alertmanager: Process, prometheus: Process) -> None:
     # Discovery updates the notifier about every 5s, so the list can be empty right after start.
-    expected = f"http://{local_stack.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)}/api/v2/alerts"
+    expected = f"https://{local_stack.address(ep.ALERTMANAGER, ep.ALERTMANAGER_PORT)}/api/v2/alerts"
     deadline = time.monotonic() + 15.0
     active: list[str] = []
     while time.monotonic() < deadline:

@@ -14,6 +14,7 @@ from pulumi_harness import (
     TEST_GRAFANA_ADMIN_PASSWORD,
     ProgramRun,
     RecordedResource,
+    mocked_generated_secrets,
     mocked_image_id,
     stack_settings,
     string_paths,
@@ -140,9 +141,14 @@ def test_published_ports(dev_run, name):
 def test_healthcheck_where_image_has_shell(dev_run, service):
     healthcheck = dev_run.named(CONTAINER, service.NAME).value("healthcheck")
 
+    check = service.workload(stack_settings("dev"), {}).check
+    # Services that serve HTTPS are checked over HTTPS, by a client in their image that verifies the CA.
+    scheme = "https" if check.scheme == "HTTPS" else "http"
+    urls = [arg for arg in healthcheck["tests"] if f"{scheme}://localhost:" in arg]
+
     assert healthcheck["tests"][0] == "CMD"
-    assert healthcheck["tests"][1] == "wget"
-    assert healthcheck["tests"][-1].startswith("http://localhost:")
+    assert healthcheck["tests"][1:] == list(check.docker_command)
+    assert len(urls) == 1, healthcheck["tests"]
     assert dev_run.named(CONTAINER, service.NAME).value("wait") is True
 
 
@@ -173,7 +179,7 @@ def test_config_checksum_follows_config(dev_run, pulumi_program):
 
 def test_uploads_match_rendered_files(dev_run):
     settings = stack_settings("dev")
-    secrets = {"apiMetricsToken": TEST_API_METRICS_TOKEN, "grafanaAdminPassword": GENERATED_PASSWORD}
+    secrets = {"apiMetricsToken": TEST_API_METRICS_TOKEN, "grafanaAdminPassword": GENERATED_PASSWORD, **mocked_generated_secrets("dev")}
 
     for service in SERVICES:
         rendered = service.render(settings, secrets)
@@ -267,7 +273,7 @@ def test_grafana_admin_password_configured(pulumi_program):
     container = run.named(CONTAINER, grafana.NAME)
     index, content = uploads(container)["/etc/grafana/secrets/admin-password"]
 
-    assert run.of_type(RANDOM_PASSWORD) == []
+    assert "grafana-admin-password" not in run.names(RANDOM_PASSWORD)
     assert content == TEST_GRAFANA_ADMIN_PASSWORD
     assert container.is_secret("uploads", index, "content")
     assert run.outputs["grafanaAdminPassword"] == TEST_GRAFANA_ADMIN_PASSWORD
@@ -278,13 +284,13 @@ def test_grafana_ini_reads_password_file(dev_run):
     ini = uploads(dev_run.named(CONTAINER, grafana.NAME))["/etc/grafana/grafana.ini"][1]
 
     assert "admin_password = $__file{/etc/grafana/secrets/admin-password}" in ini
-    assert "root_url = http://127.0.0.1:3000/" in ini
+    assert "root_url = https://127.0.0.1:3000/" in ini
 
 
 def test_grafana_provider(dev_run):
     provider = dev_run.named(GRAFANA_PROVIDER, "grafana")
 
-    assert provider.value("url") == "http://127.0.0.1:3000"
+    assert provider.value("url") == "https://127.0.0.1:3000"
     assert provider.value("auth") == f"admin:{GENERATED_PASSWORD}"
     assert provider.is_secret("auth")
 
@@ -307,12 +313,12 @@ def test_grafana_preferences_wait_for_grafana(dev_run):
 def test_outputs_urls(dev_run):
     expected = {
         "platform": "docker",
-        "grafanaUrl": "http://127.0.0.1:3000",
-        "prometheusUrl": "http://127.0.0.1:9090",
-        "alertmanagerUrl": "http://127.0.0.1:9093",
-        "jaegerUrl": "http://127.0.0.1:16686",
-        "otlpGrpcEndpoint": "http://127.0.0.1:4317",
-        "otlpHttpEndpoint": "http://127.0.0.1:4318",
+        "grafanaUrl": "https://127.0.0.1:3000",
+        "prometheusUrl": "https://127.0.0.1:9090",
+        "alertmanagerUrl": "https://127.0.0.1:9093",
+        "jaegerUrl": "https://127.0.0.1:16686",
+        "otlpGrpcEndpoint": "https://127.0.0.1:4317",
+        "otlpHttpEndpoint": "https://127.0.0.1:4318",
     }
 
     for name, value in expected.items():
@@ -321,7 +327,7 @@ def test_outputs_urls(dev_run):
 
 def test_output_admin_password_secret(dev_run):
     assert dev_run.outputs["grafanaAdminPassword"] == GENERATED_PASSWORD
-    assert dev_run.secret_outputs == {"grafanaAdminPassword"}
+    assert dev_run.secret_outputs == {"grafanaAdminPassword", "prometheusPassword", "alertmanagerPassword"}
 
 
 def test_outputs_show_no_secret(dev_run):

@@ -5,7 +5,7 @@ import re
 import pytest
 import yaml
 
-from components.config import placeholder_secrets
+from components.config import render_placeholders
 from components.platform.kubernetes import CONFIG_CHECKSUM_ANNOTATION
 from components.services import alertmanager, grafana, jaeger, otel_collector, prometheus
 from components.stack import SERVICES
@@ -15,6 +15,7 @@ from pulumi_harness import (
     TEST_API_METRICS_TOKEN,
     TEST_GRAFANA_ADMIN_PASSWORD,
     ProgramRun,
+    mocked_generated_secrets,
     stack_settings,
     string_paths,
 )
@@ -53,7 +54,9 @@ def container(run: ProgramRun, name: str) -> dict:
 
 
 def rendered_files(service) -> dict[str, str]:
-    return service.render(stack_settings("prod"), placeholder_secrets())
+    """Return the files a service's pod mounts: every rendered file but the Ingress' htpasswd file, which has a Secret of its own."""
+    ingress_auth = service.workload(stack_settings("prod"), {}).ingress_auth_file
+    return {path: text for path, text in service.render(stack_settings("prod"), render_placeholders()).items() if path != ingress_auth}
 
 
 def test_services_include_core_stack():
@@ -108,10 +111,16 @@ def test_deployment_image_pinned(prod_run, service):
 def test_deployment_probes(prod_run, service):
     spec = container(prod_run, service.NAME)
 
+    check = service.workload(stack_settings("prod"), {}).check
     for probe in ("readinessProbe", "livenessProbe"):
         assert probe in spec, f"{service.NAME} has no {probe}"
+        # A path behind basic auth gets a TCP probe, because a probe would need the password in the pod spec.
+        if check.authenticated:
+            assert spec[probe]["tcpSocket"]["port"] in {port["containerPort"] for port in spec["ports"]}
+            continue
         assert spec[probe]["httpGet"]["path"].startswith("/")
         assert spec[probe]["httpGet"]["port"] in {port["containerPort"] for port in spec["ports"]}
+        assert spec[probe]["httpGet"]["scheme"] == check.scheme
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda service: service.NAME)
@@ -165,7 +174,11 @@ def test_service_matches_pods(prod_run, service):
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda service: service.NAME)
 def test_config_matches_rendered_files(prod_run, service):
-    secrets = {"apiMetricsToken": TEST_API_METRICS_TOKEN, "grafanaAdminPassword": GENERATED_PASSWORD}
+    secrets = {
+        "apiMetricsToken": TEST_API_METRICS_TOKEN,
+        "grafanaAdminPassword": GENERATED_PASSWORD,
+        **mocked_generated_secrets("prod"),
+    }
     rendered = service.render(stack_settings("prod"), secrets)
     stored = {}
     if f"{service.NAME}-config" in prod_run.names(CONFIG_MAP):
@@ -173,7 +186,8 @@ def test_config_matches_rendered_files(prod_run, service):
     if f"{service.NAME}-secrets" in prod_run.names(SECRET):
         stored.update(prod_run.named(SECRET, f"{service.NAME}-secrets").value("stringData"))
 
-    assert stored == {config_key(path): text for path, text in rendered.items()}
+    ingress_auth = service.workload(stack_settings("prod"), {}).ingress_auth_file
+    assert stored == {config_key(path): text for path, text in rendered.items() if path != ingress_auth}
 
 
 def test_prometheus_config_map(prod_run):
@@ -327,7 +341,7 @@ def test_grafana_admin_password_configured(pulumi_program):
     assert run.error is None
     secret = run.named(SECRET, f"{grafana.NAME}-secrets")
 
-    assert run.of_type(RANDOM_PASSWORD) == []
+    assert "grafana-admin-password" not in run.names(RANDOM_PASSWORD)
     assert secret.value("stringData", "secrets__admin-password") == TEST_GRAFANA_ADMIN_PASSWORD
     assert secret.is_secret("stringData", "secrets__admin-password")
     assert run.outputs["grafanaAdminPassword"] == TEST_GRAFANA_ADMIN_PASSWORD
@@ -337,7 +351,7 @@ def test_grafana_admin_password_configured(pulumi_program):
 def test_grafana_provider(prod_run):
     provider = prod_run.named(GRAFANA_PROVIDER, "grafana")
 
-    assert provider.value("url") == f"http://grafana.{INGRESS_DOMAIN}"
+    assert provider.value("url") == f"https://grafana.{INGRESS_DOMAIN}"
     assert provider.value("auth") == f"admin:{GENERATED_PASSWORD}"
     assert provider.is_secret("auth")
 
@@ -354,12 +368,12 @@ def test_grafana_preferences(prod_run):
 def test_outputs_urls(prod_run):
     expected = {
         "platform": "kubernetes",
-        "grafanaUrl": f"http://grafana.{INGRESS_DOMAIN}",
-        "prometheusUrl": f"http://prometheus.{INGRESS_DOMAIN}",
-        "alertmanagerUrl": f"http://alertmanager.{INGRESS_DOMAIN}",
-        "jaegerUrl": f"http://jaeger.{INGRESS_DOMAIN}",
-        "otlpGrpcEndpoint": f"http://otel-collector.{NAMESPACE_NAME}.svc:4317",
-        "otlpHttpEndpoint": f"http://otel-collector.{NAMESPACE_NAME}.svc:4318",
+        "grafanaUrl": f"https://grafana.{INGRESS_DOMAIN}",
+        "prometheusUrl": f"https://prometheus.{INGRESS_DOMAIN}",
+        "alertmanagerUrl": f"https://alertmanager.{INGRESS_DOMAIN}",
+        "jaegerUrl": f"https://jaeger.{INGRESS_DOMAIN}",
+        "otlpGrpcEndpoint": f"https://otel-collector.{NAMESPACE_NAME}.svc:4317",
+        "otlpHttpEndpoint": f"https://otel-collector.{NAMESPACE_NAME}.svc:4318",
     }
 
     for name, value in expected.items():
@@ -368,7 +382,13 @@ def test_outputs_urls(prod_run):
 
 def test_output_admin_password_secret(prod_run):
     assert prod_run.outputs["grafanaAdminPassword"] == GENERATED_PASSWORD
-    assert prod_run.secret_outputs == {"grafanaAdminPassword"}
+    assert prod_run.secret_outputs == {
+        "grafanaAdminPassword",
+        "prometheusPassword",
+        "alertmanagerPassword",
+        "jaegerPassword",
+        "otlpBearerToken",
+    }
 
 
 def test_outputs_show_no_secret(prod_run):

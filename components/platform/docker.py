@@ -45,6 +45,8 @@ class DockerPlatform:
         uploads = [
             docker.ContainerUploadArgs(file=f"{workload.config_dir}/{path}", content=content, permissions="0444")
             for path, content in sorted(workload.files.items())
+            # Docker has no Ingress to read it.
+            if path != workload.ingress_auth_file
         ]
 
         # Ports are published on loopback only: nothing in the dev stack is reachable from the network.
@@ -133,9 +135,9 @@ class DockerPlatform:
         )
 
     def url(self, workload: Workload, port_name: str) -> str:
-        """Return the loopback URL of a published port."""
+        """Return the loopback URL of a published port; every published web port serves HTTPS."""
         port = next(port for port in workload.ports if port.name == port_name)
-        return f"http://127.0.0.1:{port.host_port}"
+        return f"https://127.0.0.1:{port.host_port}"
 
 
 def _memory_in_mebibytes(quantity: str) -> int:

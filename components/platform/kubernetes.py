@@ -56,8 +56,10 @@ class KubernetesPlatform:
         opts = pulumi.ResourceOptions(parent=self.parent)
         labels = self._labels(workload)
 
-        plain_files = {path: content for path, content in workload.files.items() if path not in workload.secret_files}
-        secret_files = {path: content for path, content in workload.files.items() if path in workload.secret_files}
+        # The Ingress' htpasswd file goes to a Secret of its own (see _ingress) instead of the pod.
+        mounted = {path: content for path, content in workload.files.items() if path != workload.ingress_auth_file}
+        plain_files = {path: content for path, content in mounted.items() if path not in workload.secret_files}
+        secret_files = {path: content for path, content in mounted.items() if path in workload.secret_files}
 
         sources = []
         if plain_files:
@@ -114,8 +116,17 @@ class KubernetesPlatform:
 
         probe = None
         if workload.check is not None:
+            # A probe cannot send basic-auth credentials without putting them in the pod spec, so
+            # an authenticated endpoint gets a TCP check instead.
+            http_get = None
+            tcp_socket = None
+            if workload.check.authenticated:
+                tcp_socket = k8s.core.v1.TCPSocketActionArgs(port=workload.check.port)
+            else:
+                http_get = k8s.core.v1.HTTPGetActionArgs(path=workload.check.path, port=workload.check.port, scheme=workload.check.scheme)
             probe = k8s.core.v1.ProbeArgs(
-                http_get=k8s.core.v1.HTTPGetActionArgs(path=workload.check.path, port=workload.check.port),
+                http_get=http_get,
+                tcp_socket=tcp_socket,
                 period_seconds=10,
                 timeout_seconds=5,
                 failure_threshold=6,
@@ -290,11 +301,18 @@ class KubernetesPlatform:
 
     def _ingress(self, workload: Workload, service: k8s.core.v1.Service, port_name: str) -> k8s.networking.v1.Ingress:
         host = self.settings.ui_host(workload.name)
+        metadata = self._metadata(workload.name, workload)
+        metadata.annotations = self._ingress_annotations()
+        if workload.ingress_auth_file in workload.files:
+            metadata.annotations.update(self._ingress_basic_auth(workload))
+        # With an issuer, cert-manager creates and renews this Secret; otherwise it must exist.
+        tls_secret = self.settings.ingress_tls_secret or f"{workload.name}-ingress-tls"
         return k8s.networking.v1.Ingress(
             workload.name,
-            metadata=self._metadata(workload.name, workload),
+            metadata=metadata,
             spec=k8s.networking.v1.IngressSpecArgs(
                 ingress_class_name=self.settings.ingress_class,
+                tls=[k8s.networking.v1.IngressTLSArgs(hosts=[host], secret_name=tls_secret)],
                 rules=[
                     k8s.networking.v1.IngressRuleArgs(
                         host=host,
@@ -318,7 +336,36 @@ class KubernetesPlatform:
             opts=pulumi.ResourceOptions(parent=self.parent),
         )
 
+    def _ingress_annotations(self) -> dict[str, str]:
+        """Return the ingress-nginx and cert-manager annotations: HTTPS only, to pods that serve HTTPS."""
+        annotations = {
+            # Plain HTTP requests get a redirect to HTTPS.
+            "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
+            # The pods serve TLS with the stack CA's certificates.
+            "nginx.ingress.kubernetes.io/backend-protocol": "HTTPS",
+        }
+        if self.settings.ingress_tls_issuer and not self.settings.ingress_tls_secret:
+            annotations["cert-manager.io/cluster-issuer"] = self.settings.ingress_tls_issuer
+        return annotations
+
+    def _ingress_basic_auth(self, workload: Workload) -> dict[str, str]:
+        """Create the Secret of the workload's htpasswd file; return the annotations that make ingress-nginx require it."""
+        assert workload.ingress_auth_file is not None
+        secret = k8s.core.v1.Secret(
+            f"{workload.name}-ingress-auth",
+            metadata=self._metadata(f"{workload.name}-ingress-auth", workload),
+            # ingress-nginx reads the htpasswd lines from the key "auth" (auth-secret-type auth-file).
+            string_data={"auth": pulumi.Output.secret(workload.files[workload.ingress_auth_file])},
+            opts=pulumi.ResourceOptions(parent=self.parent),
+        )
+        # NOTE: the hashes are bcrypt ($2a$), which nginx checks with the C library's crypt(); the
+        # Alpine-based ingress-nginx images support it through musl. Not checked against a cluster here.
+        return {
+            "nginx.ingress.kubernetes.io/auth-type": "basic",
+            "nginx.ingress.kubernetes.io/auth-secret": f"{workload.name}-ingress-auth",
+            "nginx.ingress.kubernetes.io/auth-realm": f"MagFlow monitoring {workload.name}",
+        }
+
     def url(self, workload: Workload, port_name: str) -> str:
         """Return the Ingress URL of a web UI."""
-        # NOTE: plain HTTP until the Ingress terminates TLS.
-        return f"http://{self.settings.ui_host(workload.name)}"
+        return f"https://{self.settings.ui_host(workload.name)}"

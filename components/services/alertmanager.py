@@ -2,6 +2,7 @@
 
 from typing import Any, Mapping
 
+from components import credentials, tls
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
@@ -17,8 +18,19 @@ DATA_DIR = "/alertmanager"
 # Receiver URLs and passwords are written into alertmanager.yml, so the whole file is a secret.
 # NOTE: webhook `url_file` would keep the URL out of the file, but Alertmanager only reads it
 # from 0.26 on, and the tests check the file with Debian's amtool 0.25.
-SECRETS = ("alertWebhookUrl", "alertSlackWebhookUrl", "alertEmailPassword")
-SECRET_FILES = frozenset({"alertmanager.yml"})
+WEB_CONFIG_FILE = "web.yml"
+# Client settings of amtool in the container's health check: the CA and Alertmanager's own password.
+HTTP_CLIENT_FILE = "http-client.yml"
+PASSWORD_FILE = "secrets/alertmanager-password"
+SECRETS = (
+    "alertWebhookUrl",
+    "alertSlackWebhookUrl",
+    "alertEmailPassword",
+    *tls.secret_keys(NAME),
+    credentials.password_key(NAME),
+    credentials.hash_key(NAME),
+)
+SECRET_FILES = frozenset({"alertmanager.yml", WEB_CONFIG_FILE, PASSWORD_FILE, *tls.SECRET_FILES})
 
 
 def _receiver(kind: str, settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, Any]:
@@ -91,7 +103,18 @@ def render_config(settings: StackSettings, secrets: Mapping[str, str]) -> dict[s
 
 def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
     """Return every file Alertmanager reads, by path relative to its config directory."""
-    return {"alertmanager.yml": to_yaml(render_config(settings, secrets))}
+    files = {"alertmanager.yml": to_yaml(render_config(settings, secrets)), **tls.files(NAME, secrets)}
+    if credentials.hash_key(NAME) in secrets:
+        user = credentials.BASIC_AUTH_USER
+        files[WEB_CONFIG_FILE] = to_yaml(tls.web_config(CONFIG_DIR, {user: secrets[credentials.hash_key(NAME)]}))
+        files[PASSWORD_FILE] = secrets[credentials.password_key(NAME)]
+        files[HTTP_CLIENT_FILE] = to_yaml(
+            {
+                "basic_auth": {"username": user, "password_file": f"{CONFIG_DIR}/{PASSWORD_FILE}"},
+                "tls_config": tls.client_tls(CONFIG_DIR),
+            }
+        )
+    return files
 
 
 def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
@@ -104,6 +127,8 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
             # Expired silences and notification log entries older than this are deleted; Go duration syntax.
             f"--data.retention={format_go_duration(parse_duration(settings.alertmanager_data_retention))}",
             f"--web.listen-address=0.0.0.0:{PORT}",
+            # TLS and basic auth on every path, the health endpoints included.
+            f"--web.config.file={CONFIG_DIR}/{WEB_CONFIG_FILE}",
             # A single replica: no gossip peers to find.
             "--cluster.listen-address=",
         ],
@@ -111,7 +136,18 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         config_dir=CONFIG_DIR,
         files=dict(files),
         secret_files=SECRET_FILES,
-        check=HttpCheck("/-/ready", PORT, ("wget", "-q", "-O", "/dev/null", f"http://localhost:{PORT}/-/ready")),
+        # The image's busybox wget has no TLS support, so Docker runs amtool, which requests GET /api/v2/status.
+        check=HttpCheck(
+            "/-/ready",
+            PORT,
+            (
+                "amtool", "config", "show",
+                f"--alertmanager.url=https://localhost:{PORT}",
+                f"--http.config.file={CONFIG_DIR}/{HTTP_CLIENT_FILE}",
+            ),
+            scheme="HTTPS",
+            authenticated=True,
+        ),
         data=DataVolume(DATA_DIR, settings.alertmanager_volume_size),
         resources=Resources("50m", "64Mi", "500m", "256Mi"),
     )

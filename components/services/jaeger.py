@@ -2,6 +2,7 @@
 
 from typing import Any, Mapping
 
+from components import credentials, tls
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
@@ -12,8 +13,10 @@ NAME = ep.JAEGER
 IMAGE = "jaegertracing/jaeger:2.7.0"
 CONFIG_DIR = "/etc/jaeger"
 DATA_DIR = "/badger"
-SECRETS: tuple[str, ...] = ()
-SECRET_FILES: frozenset[str] = frozenset()
+# htpasswd file of the Ingress' basic auth (Kubernetes only), because Jaeger checks no credentials.
+INGRESS_AUTH_FILE = "ingress/htpasswd"
+SECRETS: tuple[str, ...] = (*tls.secret_keys(NAME), credentials.hash_key(NAME))
+SECRET_FILES: frozenset[str] = frozenset({INGRESS_AUTH_FILE, *tls.SECRET_FILES})
 
 
 def render_config(settings: StackSettings) -> dict[str, Any]:
@@ -42,7 +45,11 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
             "healthcheckv2": {"use_v2": True, "http": {"endpoint": f"0.0.0.0:{ep.JAEGER_HEALTH_PORT}"}},
             "jaeger_query": {
                 "storage": {"traces": "main_store"},
-                "http": {"endpoint": f"0.0.0.0:{ep.JAEGER_UI_PORT}"},
+                # NOTE: TLS only, no authentication in Jaeger itself. Jaeger 2.7 has no server
+                # authenticator extension (its distribution registers basicauth only in releases
+                # after 2.7), so the Kubernetes Ingress requires basic auth instead
+                # (INGRESS_AUTH_FILE), and on Docker the UI is published on 127.0.0.1 only.
+                "http": {"endpoint": f"0.0.0.0:{ep.JAEGER_UI_PORT}", "tls": _server_tls()},
             },
             "jaeger_storage": {
                 "backends": {
@@ -60,8 +67,8 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         "receivers": {
             "otlp": {
                 "protocols": {
-                    "grpc": {"endpoint": f"0.0.0.0:{ep.OTLP_GRPC_PORT}"},
-                    "http": {"endpoint": f"0.0.0.0:{ep.OTLP_HTTP_PORT}"},
+                    "grpc": {"endpoint": f"0.0.0.0:{ep.OTLP_GRPC_PORT}", "tls": _server_tls()},
+                    "http": {"endpoint": f"0.0.0.0:{ep.OTLP_HTTP_PORT}", "tls": _server_tls()},
                 }
             }
         },
@@ -70,9 +77,16 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
     }
 
 
+def _server_tls() -> dict[str, str]:
+    return {"cert_file": f"{CONFIG_DIR}/{tls.CERT_FILE}", "key_file": f"{CONFIG_DIR}/{tls.KEY_FILE}", "min_version": "1.2"}
+
+
 def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
     """Return every file Jaeger reads, by path relative to its config directory."""
-    return {"config.yaml": to_yaml(render_config(settings))}
+    files = {"config.yaml": to_yaml(render_config(settings)), **tls.files(NAME, secrets)}
+    if credentials.hash_key(NAME) in secrets:
+        files[INGRESS_AUTH_FILE] = f"{credentials.BASIC_AUTH_USER}:{secrets[credentials.hash_key(NAME)]}\n"
+    return files
 
 
 def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
@@ -89,6 +103,8 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         ],
         config_dir=CONFIG_DIR,
         files=dict(files),
+        secret_files=SECRET_FILES,
+        ingress_auth_file=INGRESS_AUTH_FILE,
         check=HttpCheck(
             "/status", ep.JAEGER_HEALTH_PORT,
             ("wget", "-q", "-O", "/dev/null", f"http://localhost:{ep.JAEGER_HEALTH_PORT}/status"),
@@ -96,6 +112,7 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         data=DataVolume(DATA_DIR, settings.jaeger_volume_size),
         resources=Resources("100m", "256Mi", "1", "2Gi") if settings.is_production else Resources("50m", "128Mi", "500m", "512Mi"),
         user=10001,
-        # Jaeger's all-in-one images declare /tmp a volume for Badger; kept writable here as well.
+        # Jaeger's v1 all-in-one image declared /tmp a volume because Badger needs it writable
+        # (jaegertracing/jaeger pull request 1571); kept writable in case v2 still writes there.
         tmp_dirs=("/tmp",),
     )

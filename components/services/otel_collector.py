@@ -2,6 +2,7 @@
 
 from typing import Any, Mapping
 
+from components import credentials, tls
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
@@ -11,8 +12,10 @@ from components.workload import HttpCheck, Port, Resources, Workload
 NAME = ep.OTEL_COLLECTOR
 IMAGE = "otel/opentelemetry-collector-contrib:0.128.0"
 CONFIG_DIR = "/etc/otelcol-contrib"
-SECRETS: tuple[str, ...] = ()
-SECRET_FILES: frozenset[str] = frozenset()
+TOKEN_FILE = "secrets/otlp-bearer-token"
+BEARER_AUTH = "bearertokenauth"
+SECRETS: tuple[str, ...] = (*tls.secret_keys(NAME), credentials.OTLP_TOKEN_KEY)
+SECRET_FILES: frozenset[str] = frozenset({TOKEN_FILE, *tls.SECRET_FILES})
 
 SCRUB_PROCESSOR = "attributes/scrub"
 # Credentials that HTTP instrumentations record when they capture headers, under the current
@@ -64,13 +67,23 @@ def scrub_processor(settings: StackSettings) -> dict[str, Any]:
     return {"actions": actions}
 
 
+def receiver_security(settings: StackSettings) -> dict[str, Any]:
+    """Return the TLS settings of an OTLP receiver and, in production, its bearer-token authenticator."""
+    security: dict[str, Any] = {
+        "tls": {"cert_file": f"{CONFIG_DIR}/{tls.CERT_FILE}", "key_file": f"{CONFIG_DIR}/{tls.KEY_FILE}", "min_version": "1.2"}
+    }
+    if settings.is_production:
+        security["auth"] = {"authenticator": BEARER_AUTH}
+    return security
+
+
 def render_config(settings: StackSettings) -> dict[str, Any]:
     """Return the collector's config.yaml as data."""
     sampler, sampler_config = trace_sampler(settings)
     trace_exporters = ["otlp/jaeger"]
     metric_exporters = ["prometheus"]
     exporters: dict[str, Any] = {
-        "otlp/jaeger": {"endpoint": ep.address(ep.JAEGER, ep.OTLP_GRPC_PORT), "tls": {"insecure": True}},
+        "otlp/jaeger": {"endpoint": ep.address(ep.JAEGER, ep.OTLP_GRPC_PORT), "tls": {"ca_file": f"{CONFIG_DIR}/{tls.CA_FILE}"}},
         "prometheus": {
             "endpoint": f"0.0.0.0:{ep.COLLECTOR_PROMETHEUS_EXPORTER_PORT}",
             # Keeps service.name and deployment.environment as labels on every series.
@@ -84,13 +97,17 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         trace_exporters.append("debug")
         metric_exporters.append("debug")
 
+    extensions: dict[str, Any] = {"health_check": {"endpoint": f"0.0.0.0:{ep.COLLECTOR_HEALTH_PORT}"}}
+    if settings.is_production:
+        extensions[BEARER_AUTH] = {"filename": f"{CONFIG_DIR}/{TOKEN_FILE}"}
+
     return {
-        "extensions": {"health_check": {"endpoint": f"0.0.0.0:{ep.COLLECTOR_HEALTH_PORT}"}},
+        "extensions": extensions,
         "receivers": {
             "otlp": {
                 "protocols": {
-                    "grpc": {"endpoint": f"0.0.0.0:{ep.OTLP_GRPC_PORT}"},
-                    "http": {"endpoint": f"0.0.0.0:{ep.OTLP_HTTP_PORT}"},
+                    "grpc": {"endpoint": f"0.0.0.0:{ep.OTLP_GRPC_PORT}", **receiver_security(settings)},
+                    "http": {"endpoint": f"0.0.0.0:{ep.OTLP_HTTP_PORT}", **receiver_security(settings)},
                 }
             }
         },
@@ -103,7 +120,7 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
         },
         "exporters": exporters,
         "service": {
-            "extensions": ["health_check"],
+            "extensions": list(extensions),
             "telemetry": {
                 "metrics": {
                     "level": "detailed",
@@ -132,7 +149,11 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
 
 def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
     """Return every file the collector reads, by path relative to its config directory."""
-    return {"config.yaml": to_yaml(render_config(settings))}
+    files = {"config.yaml": to_yaml(render_config(settings)), **tls.files(NAME, secrets)}
+    # Only production generates a token; the receivers require it there.
+    if credentials.OTLP_TOKEN_KEY in secrets:
+        files[TOKEN_FILE] = secrets[credentials.OTLP_TOKEN_KEY]
+    return files
 
 
 def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
@@ -149,6 +170,7 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         ],
         config_dir=CONFIG_DIR,
         files=dict(files),
+        secret_files=SECRET_FILES,
         # NOTE: the image holds only the collector binary, so Docker cannot run a health check
         # inside it; Kubernetes probes the same endpoint over HTTP.
         check=HttpCheck("/", ep.COLLECTOR_HEALTH_PORT, None),
