@@ -569,9 +569,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=REPOSITORY_ROOT / "build" / "bench", help="output directory")
     options = parser.parse_args(argv)
+
     for name in ("instances", "endpoints", "hours", "runs", "parallel", "scrape_interval"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(options, name)}")
+
     if options.ranges:
         options.range_list = options.ranges.split(",")
         unknown = [name for name in options.range_list if name not in RANGES]
@@ -706,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     try:
         report = run(options)
-    except (RuntimeError, TimeoutError, FileNotFoundError) as error:
+    except (RuntimeError, TimeoutError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     options.out.mkdir(parents=True, exist_ok=True)
