@@ -81,6 +81,12 @@ class QueryCase:
     raw_expr: str | None = None
     reads_raw: bool = False
     """The query itself reads scraped series, not recording rules."""
+    instant: bool = False
+    """A panel target that Grafana sends as an instant query at the end of the range."""
+    max_data_points: int = MAX_DATA_POINTS
+    """Points per series that the panel requests (`maxDataPoints`), which set the step of its range query."""
+    drill_down: bool = False
+    """The panel is in the collapsed drill-down row, which Grafana queries only when a user opens it."""
     results: dict[str, dict[str, Timing]] = field(default_factory=dict)
     """Timings by range name, then by `query` or `raw`."""
 
@@ -242,11 +248,22 @@ def rule_levels(groups: list[dict[str, Any]]) -> dict[int, list[tuple[tuple[str,
 
 
 def backfill_rules(
-    prometheus: Prometheus, scenario: generate.Scenario, work_dir: Path, intervals: dict[str, str]
+    prometheus: Prometheus,
+    scenario: generate.Scenario,
+    work_dir: Path,
+    intervals: dict[str, str],
+    only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Backfill every recording rule level by level, restarting Prometheus so it reads the previous level's blocks."""
+    """Backfill the recording rules level by level, restarting Prometheus so it reads the previous level's blocks.
+
+    `only` limits the backfill to the rules recorded under these names. Their inputs must already be in the TSDB.
+    """
     report = []
     for level, rules in rule_levels(load_rule_groups()).items():
+        if only is not None:
+            rules = [(group_name, rule) for group_name, rule in rules if rule["record"] in only]
+            if not rules:
+                continue
         # Prometheus shifts a group's evaluation times by an offset hashed from the group and file
         # names, so every level keeps both names. A rule of level n then reads level n-1 series
         # recorded at its own evaluation time, as in one group of the running server.
@@ -289,6 +306,40 @@ def backfill_rules(
     return report
 
 
+def missing_records(prometheus: Prometheus) -> set[str]:
+    """Return the names of the recording rules in `rules/` that have no series in the TSDB."""
+    status, body = http_get(f"{prometheus.url}/api/v1/label/__name__/values", timeout=120.0)
+    if status != 200:
+        raise RuntimeError(f"GET {prometheus.url}/api/v1/label/__name__/values returned {status}: {body[:300]!r}")
+    stored = set(json.loads(body)["data"])
+    records = {rule["record"] for group in load_rule_groups() for rule in group["rules"] if "record" in rule}
+    return records - stored
+
+
+def backfill_missing(options: argparse.Namespace, report: dict[str, Any], scenario: generate.Scenario) -> None:
+    """Backfill the recording rules that an earlier run's TSDB lacks, with that run's evaluation intervals.
+
+    A rule whose expression changed but whose name did not keeps its old series; the rule checks
+    then compare those series with the new expression.
+    """
+    data_dir, work_dir = options.out / "data", options.out / "work"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    earlier = report.get("options", {})
+    intervals = {
+        "default": earlier.get("eval_interval", options.eval_interval),
+        "magflow-api-slo-recording": earlier.get("slo_eval_interval", options.slo_eval_interval),
+    }
+    server = Prometheus(data_dir, work_dir, BACKFILL_QUERY_LIMITS)
+    server.start()
+    try:
+        missing = missing_records(server)
+        print(f"recording rules without series: {sorted(missing)}", flush=True)
+        report["backfill_missing"] = backfill_rules(server, scenario, work_dir, intervals, only=missing) if missing else []
+    finally:
+        server.stop()
+    report["tsdb"] = tsdb_size(data_dir)
+
+
 def tsdb_size(data_dir: Path) -> dict[str, int]:
     """Return the bytes of the blocks in `data_dir` and their series count, from each block's meta.json."""
     total, series, blocks = 0, 0, 0
@@ -302,9 +353,9 @@ def tsdb_size(data_dir: Path) -> dict[str, int]:
 # --- Queries --------------------------------------------------------------------------------------
 
 
-def grafana_step(range_seconds: int) -> int:
-    """Return the step Grafana picks for a range: range / 1000 data points, rounded as Grafana rounds, at least 15 s."""
-    interval = range_seconds / MAX_DATA_POINTS
+def grafana_step(range_seconds: int, max_data_points: int = MAX_DATA_POINTS) -> int:
+    """Return the step Grafana picks for a range: range / max data points, rounded as Grafana rounds, at least 15 s."""
+    interval = range_seconds / max_data_points
     for upper, step in GRAFANA_ROUNDING:
         if interval < upper:
             return max(step, MIN_STEP)
@@ -318,30 +369,49 @@ def substitute(expr: str, range_name: str) -> str:
     return expr.replace("$instance", ".*").replace("$environment", ".*")
 
 
+def dashboard_panels(dashboard: dict[str, Any]) -> list[tuple[dict[str, Any], bool]]:
+    """Return every panel with a query and whether it sits in a collapsed row, whose panels are nested in the row."""
+    panels = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            panels += [(nested, bool(panel.get("collapsed"))) for nested in panel.get("panels") or []]
+        else:
+            panels.append((panel, False))
+    return panels
+
+
 def dashboard_cases() -> list[QueryCase]:
-    """Return one case per dashboard target, paired with its raw-series form from `components.signals`."""
+    """Return one case per dashboard target, paired with its raw-series or recorded form from `components.signals`."""
     queries = panel_queries(stack_settings("dev"))
     raw_forms = {
+        queries.request_rate_by_endpoint: queries.raw_request_rate_by_endpoint,
         queries.request_rate_by_endpoint_method: queries.raw_request_rate_by_endpoint_method,
+        queries.latency_p95_by_endpoint: queries.raw_latency_p95_by_endpoint,
+        queries.latency_p99_by_endpoint: queries.raw_latency_p99_by_endpoint,
         queries.error_ratio: queries.raw_error_ratio,
         queries.availability_ratio: queries.raw_availability_ratio,
     }
-    # The latency panels read raw buckets for their exemplars, so their counterpart is the recorded form.
-    recorded_forms = {
-        queries.raw_latency_p95_by_endpoint: queries.latency_p95_by_endpoint,
-        queries.raw_latency_p99_by_endpoint: queries.latency_p99_by_endpoint,
-    }
+    # The drill-down latency panels read raw buckets for their exemplars, so their counterpart is the recorded form.
+    recorded_forms = {raw: recorded for recorded, raw in raw_forms.items() if "bucket" in raw}
     dashboard = json.loads(DASHBOARD.read_text())
     cases = []
-    for panel in dashboard["panels"]:
+    for panel, drill_down in dashboard_panels(dashboard):
         for target in panel.get("targets", []):
             name = f"{panel['title']} ({target['refId']})" if len(panel["targets"]) > 1 else panel["title"]
             expr = target["expr"]
+            case = QueryCase(
+                name,
+                "panel",
+                expr,
+                instant=bool(target.get("instant")),
+                max_data_points=int(panel.get("maxDataPoints") or MAX_DATA_POINTS),
+                drill_down=drill_down,
+            )
             if expr in recorded_forms:
-                cases.append(QueryCase(name, "panel", expr, recorded_forms[expr], reads_raw=True))
+                case.raw_expr, case.reads_raw = recorded_forms[expr], True
             else:
-                reads_raw = ":" not in expr
-                cases.append(QueryCase(name, "panel", expr, raw_forms.get(expr), reads_raw=reads_raw))
+                case.raw_expr, case.reads_raw = raw_forms.get(expr), ":" not in expr
+            cases.append(case)
     return cases
 
 
@@ -392,7 +462,7 @@ def run_queries(prometheus: Prometheus, cases: list[QueryCase], end: int, ranges
     plan += [(INSTANT, case) for case in cases if case.kind == "alert"]
     for range_name, case in plan:
         range_seconds = RANGES.get(range_name, 0)
-        step = grafana_step(range_seconds) if case.kind == "panel" else None
+        step = None if case.kind == "alert" or case.instant else grafana_step(range_seconds, case.max_data_points)
         expr_range = range_name if case.kind == "panel" else "1h"
         results = {"query": time_query(prometheus, substitute(case.expr, expr_range), end - range_seconds, end, step, runs)}
         if case.raw_expr:
@@ -526,6 +596,10 @@ def _rows(cases: list[QueryCase], range_name: str) -> list[str]:
         if case.raw_expr:
             other = "recorded" if case.reads_raw else "raw"
         reads = "raw" if case.reads_raw else "recorded"
+        if case.instant:
+            reads += ", instant"
+        if case.drill_down:
+            reads += ", drill-down"
         lines.append(
             f"| {case.name} | {reads} | {median} | {minimum} | {evaluation} | {samples} | {runs} | {other} | {other_median} | {other_samples} |"
         )
@@ -567,8 +641,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="time the queries again over the TSDB and bench.json of an earlier run in --out, without generating data",
     )
+    parser.add_argument(
+        "--backfill-missing",
+        action="store_true",
+        help="with --reuse: first backfill the recording rules of rules/ that the TSDB has no series of",
+    )
     parser.add_argument("--out", type=Path, default=REPOSITORY_ROOT / "build" / "bench", help="output directory")
     options = parser.parse_args(argv)
+    if options.backfill_missing and not options.reuse:
+        parser.error("--backfill-missing needs --reuse: a run without --reuse backfills every recording rule")
 
     for name in ("instances", "endpoints", "hours", "runs", "parallel", "scrape_interval"):
         if getattr(options, name) < 1:
@@ -591,6 +672,8 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
     began = time.monotonic()
     if options.reuse:
         report, scenario = reuse_report(out, options)
+        if options.backfill_missing:
+            backfill_missing(options, report, scenario)
     else:
         report, scenario = build_tsdb(options, data_dir, work_dir)
     end = scenario.end

@@ -29,6 +29,7 @@ from components.signals import PanelQueries, panel_queries
 
 UID = "magflow-api"
 TITLE = "MagFlow API"
+DRILL_DOWN_ROW = "Drill-down (per instance, raw queries)"
 OUTPUT = grafana.DASHBOARDS_DIR / grafana.HOME_DASHBOARD
 SOURCE_STACK_FILE = REPOSITORY_ROOT / "Pulumi.dev.yaml"
 
@@ -162,10 +163,13 @@ def _status_panels(queries: PanelQueries) -> list[Any]:
     uptime = (
         _stat(
             "Uptime over the time range",
-            "Availability ratio of the API over the dashboard's time range, from 0 to 100 %.",
+            "Availability ratio of the API over the dashboard's time range, from 0 to 100 %, "
+            "from the recorded per-instance request rates.",
             6,
         )
-        .with_target(_target(queries.availability_ratio, "uptime"))
+        # The stat shows one value over the whole range, so an instant query reads each sample once.
+        # A range query would evaluate the sum_over_time() at every step of the range.
+        .with_target(_target(queries.availability_ratio, "uptime").instant())
         .unit("percentunit")
         .decimals(3)
         .min(0)
@@ -208,17 +212,23 @@ def _status_panels(queries: PanelQueries) -> list[Any]:
     ]
 
 
+SERVICE_LEVEL_HELP = (
+    " Reads one recorded series per line for the whole service, so it stays fast over long ranges and"
+    " ignores the instance variable. The drill-down row has the per-instance views."
+)
+
+
 def _traffic_panels(queries: PanelQueries) -> list[Any]:
-    endpoint, method = queries.endpoint_label, queries.method_label
+    endpoint = queries.endpoint_label
     return [
         _time_series(
-            "Request rate by endpoint and method",
-            "Requests per second that the API served, per endpoint and HTTP method.",
+            "Request rate by endpoint",
+            "Requests per second that the API served, per endpoint." + SERVICE_LEVEL_HELP,
             "reqps",
-        ).with_target(_target(queries.request_rate_by_endpoint_method, f"{{{{{method}}}}} {{{{{endpoint}}}}}")),
+        ).with_target(_target(queries.request_rate_by_endpoint, f"{{{{{endpoint}}}}}")),
         _time_series(
             "5xx error rate",
-            "Share of requests answered with an HTTP 5xx status, from 0 to 100 %.",
+            "Share of requests answered with an HTTP 5xx status, from 0 to 100 %, on the selected instances.",
             "percentunit",
         )
         .with_target(_target(queries.error_ratio, "5xx share"))
@@ -229,19 +239,67 @@ def _traffic_panels(queries: PanelQueries) -> list[Any]:
 def _latency_panels(queries: PanelQueries) -> list[Any]:
     endpoint = queries.endpoint_label
     legend = f"{{{{{endpoint}}}}}"
+    link_help = " Clicking a series offers a search for the endpoint's traces over the dashboard's time range."
+    return [
+        _time_series(
+            "p95 latency by endpoint",
+            "95th percentile of request duration per endpoint." + SERVICE_LEVEL_HELP + link_help,
+            "s",
+        )
+        .with_target(_target(queries.latency_p95_by_endpoint, legend))
+        .data_links([_traces_link(endpoint)]),
+        _time_series(
+            "p99 latency by endpoint",
+            "99th percentile of request duration per endpoint." + SERVICE_LEVEL_HELP + link_help,
+            "s",
+        )
+        .with_target(_target(queries.latency_p99_by_endpoint, legend))
+        .data_links([_traces_link(endpoint)]),
+    ]
+
+
+def _drill_down_panels(queries: PanelQueries) -> list[Any]:
+    """Return the panels of the collapsed drill-down row: per-instance views and raw queries with exemplars.
+
+    Grafana runs a collapsed row's queries only when a user opens the row.
+    """
+    endpoint, method = queries.endpoint_label, queries.method_label
+    legend = f"{{{{{endpoint}}}}}"
     # Recorded series carry no exemplars, so these panels read the scraped histogram directly.
     # NOTE: exemplars appear only when Prometheus runs with --enable-feature=exemplar-storage (still a
     # feature flag in Prometheus 3.x) and the API attaches a trace_id exemplar to its histogram buckets.
     raw_help = (
-        " Raw query over the scraped histogram, not its recording rule, because only scraped series carry "
-        "exemplars. Exemplar points link to their trace in Jaeger; clicking a series offers a search for the "
-        "endpoint's traces over the dashboard's time range."
+        " Raw query over the scraped histogram of the selected instances, not a recording rule, because only"
+        " scraped series carry exemplars. It is slow over long ranges: at production size Prometheus"
+        " rejects it over 24 hours, so narrow the time range or select one instance."
+        " Exemplar points link to their trace in Jaeger; clicking a series offers a search for the"
+        " endpoint's traces over the dashboard's time range."
     )
     return [
-        _time_series("p95 latency by endpoint", "95th percentile of request duration per endpoint." + raw_help, "s")
+        _time_series(
+            "Request rate by instance",
+            "Requests per second that each selected API instance served, from the recorded per-instance rates.",
+            "reqps",
+        ).with_target(_target(queries.request_rate_by_instance, "{{instance}}")),
+        _time_series(
+            "p95 latency by instance",
+            "95th percentile of request duration of each selected API instance, over all its endpoints, "
+            "from the recorded per-instance quantiles.",
+            "s",
+        ).with_target(_target(queries.latency_p95_by_instance, "{{instance}}")),
+        _time_series(
+            "Request rate by endpoint and method",
+            "Requests per second that the API served, per endpoint and HTTP method. Reads one recorded series "
+            "per line for the whole service and ignores the instance variable. It draws one line per endpoint "
+            "and method, so it asks for at most 500 points per line to stay fast over long ranges.",
+            "reqps",
+        )
+        .max_data_points(500)
+        .with_target(_target(queries.request_rate_by_endpoint_method, f"{{{{{method}}}}} {{{{{endpoint}}}}}")),
+        _time_series("p95 latency by endpoint, raw with exemplars", "95th percentile of request duration per endpoint." + raw_help, "s")
         .with_target(_target(queries.raw_latency_p95_by_endpoint, legend, exemplar=True))
         .data_links([_traces_link(endpoint)]),
-        _time_series("p99 latency by endpoint", "99th percentile of request duration per endpoint." + raw_help, "s")
+        _time_series("p99 latency by endpoint, raw with exemplars", "99th percentile of request duration per endpoint." + raw_help, "s")
         .with_target(_target(queries.raw_latency_p99_by_endpoint, legend, exemplar=True))
         .data_links([_traces_link(endpoint)]),
     ]
@@ -341,6 +399,14 @@ def build_dashboard(settings: StackSettings) -> dashboard_builder.Dashboard:
         for panel in panels:
             panel_id += 1
             builder = builder.with_panel(panel.id(panel_id))
+
+    # A collapsed row contains its panels, and Grafana queries them only once a user opens the row.
+    panel_id += 1
+    drill_down = dashboard_builder.Row(DRILL_DOWN_ROW).id(panel_id).collapsed(True)
+    for panel in _drill_down_panels(queries):
+        panel_id += 1
+        drill_down = drill_down.with_panel(panel.id(panel_id))
+    builder = builder.with_row(drill_down)
     return builder
 
 

@@ -22,6 +22,10 @@ ENVIRONMENT_VARIABLE = "$environment"
 # Recording rules of the request counter, at falling levels of detail.
 REQUESTS_BY_STATUS = "job_instance_endpoint_method_status:http_requests:rate5m"
 REQUESTS_BY_ENDPOINT_METHOD = "job_instance_endpoint_method:http_requests:rate5m"
+# Service-level rates without `instance`: a panel over 24 hours stays fast only when it reads
+# about one stored series per line it draws (see docs/performance.md).
+REQUESTS_BY_JOB_ENDPOINT_METHOD = "job_endpoint_method:http_requests:rate5m"
+REQUESTS_BY_JOB_ENDPOINT = "job_endpoint:http_requests:rate5m"
 REQUESTS_BY_INSTANCE = "job_instance:http_requests:rate5m"
 ERRORS_BY_INSTANCE = "job_instance:http_requests_errors:rate5m"
 REQUESTS_BY_JOB = "job:http_requests:rate5m"
@@ -31,6 +35,9 @@ ERROR_RATIO_BY_JOB = "job:http_requests_errors:ratio_rate5m"
 # Latency quantiles are recorded in seconds whatever the histogram's unit.
 LATENCY_P95_BY_JOB = "job:http_request_duration_seconds:p95_rate5m"
 LATENCY_P99_BY_JOB = "job:http_request_duration_seconds:p99_rate5m"
+LATENCY_P95_BY_JOB_ENDPOINT = "job_endpoint:http_request_duration_seconds:p95_rate5m"
+LATENCY_P99_BY_JOB_ENDPOINT = "job_endpoint:http_request_duration_seconds:p99_rate5m"
+LATENCY_P95_BY_INSTANCE = "job_instance:http_request_duration_seconds:p95_rate5m"
 
 # SLO series carry an `slo` label (availability or latency). The windows are those of the burn-rate alerts.
 SLO_LABEL = "slo"
@@ -43,6 +50,16 @@ SLO_BUDGET_REMAINING = "job:slo_error_budget:remaining_ratio"
 def bucket_rate_by_endpoint(contract: MetricContract) -> str:
     """Return the name of the recorded per-endpoint bucket rates, which keep the histogram's unit."""
     return f"job_instance_endpoint_le:http_request_duration_{contract.request_duration_unit}_bucket:rate5m"
+
+
+def bucket_rate_by_job_endpoint(contract: MetricContract) -> str:
+    """Return the name of the recorded service-level bucket rates per endpoint, which keep the histogram's unit."""
+    return f"job_endpoint_le:http_request_duration_{contract.request_duration_unit}_bucket:rate5m"
+
+
+def bucket_rate_by_instance(contract: MetricContract) -> str:
+    """Return the name of the recorded per-instance bucket rates, which keep the histogram's unit."""
+    return f"job_instance_le:http_request_duration_{contract.request_duration_unit}_bucket:rate5m"
 
 
 def bucket_rate_by_job(contract: MetricContract) -> str:
@@ -60,19 +77,28 @@ def api_selector(job: str = API_JOB) -> str:
     return f'job="{job}", instance=~"{INSTANCE_VARIABLE}", {ENVIRONMENT_LABEL}=~"{ENVIRONMENT_VARIABLE}"'
 
 
+def service_selector(job: str = API_JOB) -> str:
+    """Return the label matchers of service-level queries, which ignore the instance variable."""
+    return f'job="{job}", {ENVIRONMENT_LABEL}=~"{ENVIRONMENT_VARIABLE}"'
+
+
 @dataclass(frozen=True)
 class PanelQueries:
     """PromQL of every API panel. Latencies are in seconds and ratios in 0..1.
 
     Each query reads recording rules where one exists. The `raw_*` variants compute the same value
     from the scraped series, for ranges that start before the recording rules have history.
-    The SLO budget queries read per-job series, which have no `instance` label: an SLO is met or
-    missed by the whole service, so they ignore the instance variable.
+    The queries named in `SERVICE_LEVEL_QUERIES` read per-job series, which have no `instance`
+    label, so they ignore the instance variable. An SLO is met or missed by the whole service, and
+    the other service-level panels stay fast because they read one stored series per drawn line.
     """
 
+    request_rate_by_endpoint: str
     request_rate_by_endpoint_method: str
+    request_rate_by_instance: str
     latency_p95_by_endpoint: str
     latency_p99_by_endpoint: str
+    latency_p95_by_instance: str
     error_ratio: str
     instance_up: str
     probe_success: str
@@ -82,11 +108,27 @@ class PanelQueries:
     endpoint_label: str
     method_label: str
     status_code_label: str
+    raw_request_rate_by_endpoint: str
     raw_request_rate_by_endpoint_method: str
     raw_latency_p95_by_endpoint: str
     raw_latency_p99_by_endpoint: str
     raw_error_ratio: str
     raw_availability_ratio: str
+
+
+# Fields of `PanelQueries` whose queries ignore the instance variable.
+SERVICE_LEVEL_QUERIES = frozenset(
+    {
+        "request_rate_by_endpoint",
+        "request_rate_by_endpoint_method",
+        "latency_p95_by_endpoint",
+        "latency_p99_by_endpoint",
+        "slo_availability_budget_remaining",
+        "slo_latency_budget_remaining",
+        "raw_request_rate_by_endpoint",
+        "raw_request_rate_by_endpoint_method",
+    }
+)
 
 
 def _to_seconds(expression: str, contract: MetricContract) -> str:
@@ -97,7 +139,8 @@ def _to_seconds(expression: str, contract: MetricContract) -> str:
 
 
 def _quantile_by_endpoint(quantile: float, series: str, contract: MetricContract) -> str:
-    expression = f"histogram_quantile({quantile}, sum by ({contract.endpoint_label}, le) ({series}))"
+    # The job and environment labels stay, so the result has the labels of the recorded quantiles.
+    expression = f"histogram_quantile({quantile}, sum by (job, {ENVIRONMENT_LABEL}, {contract.endpoint_label}, le) ({series}))"
     return _to_seconds(expression, contract)
 
 
@@ -108,22 +151,25 @@ def _errors_matcher(contract: MetricContract) -> str:
 def panel_queries(settings: StackSettings) -> PanelQueries:
     """Return the dashboard's PromQL for the stack's metric contract."""
     contract = contract_from_settings(settings)
-    selector = api_selector()
+    selector, service = api_selector(), service_selector()
     endpoint, method = contract.endpoint_label, contract.method_label
+    job_level = f"job, {ENVIRONMENT_LABEL}"
 
     raw_requests = f"rate({contract.requests}{{{selector}}}[5m])"
+    raw_service_requests = f"rate({contract.requests}{{{service}}}[5m])"
     raw_errors = f"rate({contract.requests}{{{selector}, {_errors_matcher(contract)}}}[5m])"
     raw_buckets = f"rate({contract.bucket}{{{selector}}}[5m])"
-    recorded_buckets = f"{bucket_rate_by_endpoint(contract)}{{{selector}}}"
 
     def budget(slo: str) -> str:
-        service_selector = f'job="{API_JOB}", {ENVIRONMENT_LABEL}=~"{ENVIRONMENT_VARIABLE}"'
-        return f'{SLO_BUDGET_REMAINING}{{{service_selector}, {SLO_LABEL}="{slo}"}}'
+        return f'{SLO_BUDGET_REMAINING}{{{service}, {SLO_LABEL}="{slo}"}}'
 
     return PanelQueries(
-        request_rate_by_endpoint_method=f"sum by ({endpoint}, {method}) ({REQUESTS_BY_ENDPOINT_METHOD}{{{selector}}})",
-        latency_p95_by_endpoint=_quantile_by_endpoint(0.95, recorded_buckets, contract),
-        latency_p99_by_endpoint=_quantile_by_endpoint(0.99, recorded_buckets, contract),
+        request_rate_by_endpoint=f"{REQUESTS_BY_JOB_ENDPOINT}{{{service}}}",
+        request_rate_by_endpoint_method=f"{REQUESTS_BY_JOB_ENDPOINT_METHOD}{{{service}}}",
+        request_rate_by_instance=f"{REQUESTS_BY_INSTANCE}{{{selector}}}",
+        latency_p95_by_endpoint=f"{LATENCY_P95_BY_JOB_ENDPOINT}{{{service}}}",
+        latency_p99_by_endpoint=f"{LATENCY_P99_BY_JOB_ENDPOINT}{{{service}}}",
+        latency_p95_by_instance=f"{LATENCY_P95_BY_INSTANCE}{{{selector}}}",
         error_ratio=(
             f"sum by (job) ({ERRORS_BY_INSTANCE}{{{selector}}})\n/\nsum by (job) ({REQUESTS_BY_INSTANCE}{{{selector}}})"
         ),
@@ -138,7 +184,8 @@ def panel_queries(settings: StackSettings) -> PanelQueries:
         endpoint_label=endpoint,
         method_label=method,
         status_code_label=contract.status_code_label,
-        raw_request_rate_by_endpoint_method=f"sum by ({endpoint}, {method}) ({raw_requests})",
+        raw_request_rate_by_endpoint=f"sum by ({job_level}, {endpoint}) ({raw_service_requests})",
+        raw_request_rate_by_endpoint_method=f"sum by ({job_level}, {endpoint}, {method}) ({raw_service_requests})",
         raw_latency_p95_by_endpoint=_quantile_by_endpoint(0.95, raw_buckets, contract),
         raw_latency_p99_by_endpoint=_quantile_by_endpoint(0.99, raw_buckets, contract),
         raw_error_ratio=f"sum by (job) ({raw_errors} or {raw_requests} * 0)\n/\nsum by (job) ({raw_requests})",

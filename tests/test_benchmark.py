@@ -41,6 +41,30 @@ def test_benchmark_panels_succeed(report):
         assert timing["error"] is None, f"panel {case['name']!r} failed: {timing['error']}"
 
 
+def test_benchmark_other_forms_succeed(report):
+    pairs = [case for case in panels(report) if case["raw_expr"]]
+    assert pairs, "no panel has a raw or recorded counterpart"
+    for case in pairs:
+        timing = case["results"]["1h"]["raw"]
+        assert timing["error"] is None, f"other form of {case['name']!r} failed: {timing['error']}"
+
+
+def test_benchmark_covers_drill_down(report):
+    # The drill-down row is collapsed, so its panels sit inside the row in the dashboard JSON.
+    drill_down = [case for case in panels(report) if case["drill_down"]]
+    assert drill_down, "the benchmark timed no panel of the collapsed drill-down row"
+    assert any(case["reads_raw"] for case in drill_down), "no raw drill-down panel was timed"
+
+
+def test_benchmark_default_panels_read_recorded(report):
+    # Outside the drill-down row, only the per-instance `up` and `probe_success` series may be read raw.
+    default = [case for case in panels(report) if not case["drill_down"]]
+    assert default
+    for case in default:
+        if case["reads_raw"]:
+            assert "up{" in case["expr"] or "probe_success{" in case["expr"], f"panel {case['name']!r} reads raw series"
+
+
 def test_benchmark_panels_return_series(report):
     # The generated data contains every series that a panel reads, so an empty result is a broken query.
     for case in panels(report):
@@ -77,7 +101,7 @@ def test_benchmark_recorded_reads_fewer_samples(report):
     assert pairs, "no panel has a raw or recorded counterpart"
     for case in pairs:
         results = case["results"]["1h"]
-        # The latency panels read raw buckets, so their counterpart is the recorded form.
+        # The drill-down latency panels read raw buckets, so their counterpart is the recorded form.
         recorded, raw = (results["raw"], results["query"]) if case["reads_raw"] else (results["query"], results["raw"])
         assert raw["error"] is None, f"raw form of {case['name']!r} failed: {raw['error']}"
         assert recorded["samples"] < raw["samples"], (

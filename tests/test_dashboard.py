@@ -22,21 +22,45 @@ GRAFANA_VARIABLE = re.compile(r"\$\{?(\w+)\}?")
 # A recorded series has a colon in its name (level:metric:operations).
 RECORDED_SERIES = re.compile(r"\b[a-zA-Z_]\w*:[\w:]+")
 LATENCY_PANELS = ("p95 latency by endpoint", "p99 latency by endpoint")
+EXEMPLAR_PANELS = ("p95 latency by endpoint, raw with exemplars", "p99 latency by endpoint, raw with exemplars")
+# Raw queries that may stay in the default rows: `up` and `probe_success` have one series per instance.
+CHEAP_RAW_SERIES = ("up{", "probe_success{")
 
 
 def committed() -> dict[str, Any]:
     return json.loads(dashboard.OUTPUT.read_text())
 
 
+def all_panels(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return every panel, rows included, with the panels that a collapsed row contains."""
+    panels = []
+    for panel in document["panels"]:
+        panels.append(panel)
+        panels += panel.get("panels") or []
+    return panels
+
+
 def content_panels(document: dict[str, Any]) -> list[dict[str, Any]]:
     """Return every panel except the rows, which hold no query."""
-    panels = [panel for panel in document["panels"] if panel["type"] != "row"]
+    panels = [panel for panel in all_panels(document) if panel["type"] != "row"]
     assert panels, "the dashboard has no panels"
     return panels
 
 
+def default_panels(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the panels outside collapsed rows: those that Grafana queries when the dashboard opens."""
+    panels = [panel for panel in document["panels"] if panel["type"] != "row"]
+    assert panels, "the dashboard has no panel outside collapsed rows"
+    return panels
+
+
+def drill_down_row(document: dict[str, Any]) -> dict[str, Any]:
+    (row,) = [panel for panel in document["panels"] if panel["title"] == dashboard.DRILL_DOWN_ROW]
+    return row
+
+
 def panel_by_title(document: dict[str, Any], title: str) -> dict[str, Any]:
-    matches = [panel for panel in document["panels"] if panel["title"] == title]
+    matches = [panel for panel in all_panels(document) if panel["title"] == title]
     assert len(matches) == 1, f"expected one panel titled {title!r}, found {len(matches)}"
     return matches[0]
 
@@ -94,7 +118,7 @@ def test_dashboard_read_only():
 
 
 def test_panel_ids_unique():
-    ids = [panel["id"] for panel in committed()["panels"]]
+    ids = [panel["id"] for panel in all_panels(committed())]
     assert ids
     assert len(ids) == len(set(ids))
 
@@ -125,7 +149,7 @@ def test_target_ref_ids_unique():
 
 
 def test_panels_within_grid():
-    for panel in committed()["panels"]:
+    for panel in all_panels(committed()):
         position = panel["gridPos"]
         assert position["x"] + position["w"] <= 24, panel["title"]
 
@@ -158,19 +182,24 @@ def test_variables_use_prometheus():
 
 
 def test_queries_filter_variables():
-    exprs = expressions(committed())
-    assert exprs
-    for expr in exprs:
-        assert 'environment=~"$environment"' in expr, expr
-        # SLO budgets are per service and ignore the instance variable.
-        if "slo_error_budget" not in expr:
-            assert 'instance=~"$instance"' in expr, expr
+    for panel in content_panels(committed()):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert 'environment=~"$environment"' in expr, expr
+            # Service-level panels read per-job series and say that they ignore the instance variable.
+            if 'instance=~"$instance"' not in expr:
+                assert "instance" not in expr, expr
+                assert "ignore" in panel["description"] and "instance variable" in panel["description"], panel["title"]
 
 
 def test_required_panels_present():
     titles = {panel["title"] for panel in content_panels(committed())}
     required = {
+        "Request rate by endpoint",
         "Request rate by endpoint and method",
+        "Request rate by instance",
+        "p95 latency by instance",
+        *EXEMPLAR_PANELS,
         "p95 latency by endpoint",
         "p99 latency by endpoint",
         "5xx error rate",
@@ -186,9 +215,12 @@ def test_required_panels_present():
 def test_panels_use_signal_queries():
     queries = panel_queries(dashboard.load_source_settings())
     document = committed()
+    assert panel_by_title(document, "Request rate by endpoint")["targets"][0]["expr"] == queries.request_rate_by_endpoint
     assert panel_by_title(document, "Request rate by endpoint and method")["targets"][0]["expr"] == (
         queries.request_rate_by_endpoint_method
     )
+    assert panel_by_title(document, "p95 latency by endpoint")["targets"][0]["expr"] == queries.latency_p95_by_endpoint
+    assert panel_by_title(document, "p99 latency by endpoint")["targets"][0]["expr"] == queries.latency_p99_by_endpoint
     assert panel_by_title(document, "5xx error rate")["targets"][0]["expr"] == queries.error_ratio
     assert panel_by_title(document, "Health probe by instance")["targets"][0]["expr"] == queries.probe_success
     assert panel_by_title(document, "Uptime over the time range")["targets"][0]["expr"] == queries.availability_ratio
@@ -206,8 +238,36 @@ def test_raw_query_panels_say_so():
     assert checked > 0
 
 
+def test_drill_down_row_collapsed():
+    row = drill_down_row(committed())
+    assert row["collapsed"] is True
+    assert row.get("panels"), "the drill-down row holds no panel"
+
+
+def test_default_panels_read_no_raw_api_series():
+    # Raw queries over the API's request series are slow over long ranges, so they stay in the drill-down row.
+    for panel in default_panels(committed()):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            if RECORDED_SERIES.search(expr):
+                continue
+            assert expr.startswith(CHEAP_RAW_SERIES) or expr.startswith("sum(up{"), f"{panel['title']}: {expr}"
+
+
+def test_default_panels_avoid_quantiles():
+    # histogram_quantile() over every endpoint's buckets took seconds per 24-hour panel at production size.
+    for panel in default_panels(committed()):
+        for target in panel["targets"]:
+            assert "histogram_quantile" not in target["expr"], panel["title"]
+
+
+def test_exemplar_panels_in_drill_down():
+    titles = {panel["title"] for panel in drill_down_row(committed())["panels"]}
+    assert set(EXEMPLAR_PANELS) <= titles
+
+
 def test_latency_panels_link_jaeger():
-    for title in LATENCY_PANELS:
+    for title in LATENCY_PANELS + EXEMPLAR_PANELS:
         links = panel_by_title(committed(), title)["fieldConfig"]["defaults"].get("links") or []
         assert links, f"panel {title!r} has no data link"
         panes = [decode_panes(link["url"]) for link in links]
@@ -233,8 +293,8 @@ def test_trace_link_placeholders_unencoded():
         assert placeholder in url
 
 
-def test_latency_targets_request_exemplars():
-    for title in LATENCY_PANELS:
+def test_exemplar_targets_request_exemplars():
+    for title in EXEMPLAR_PANELS:
         for target in panel_by_title(committed(), title)["targets"]:
             assert target.get("exemplar") is True, title
             assert not RECORDED_SERIES.search(target["expr"]), f"{title}: recorded series carry no exemplars"

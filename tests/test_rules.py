@@ -236,6 +236,11 @@ def test_millisecond_histogram_promtool(tmp_path):
                         "eval_time": "30m",
                         "exp_samples": [{"labels": expected_labels, "value": 0.875}],
                     },
+                    {
+                        "expr": "round(job_endpoint:http_request_duration_seconds:p95_rate5m, 0.0001)",
+                        "eval_time": "30m",
+                        "exp_samples": [{"labels": expected_labels[:-1] + ', http_route="/orders"}', "value": 0.875}],
+                    },
                     # 20% of the requests are slower than the 500ms latency SLO threshold.
                     {
                         "expr": 'round(job:slo_errors:ratio_rate1h{slo="latency"}, 0.0001)',
@@ -267,8 +272,8 @@ def test_panel_queries_filter_variables(convention):
         job = signals.HEALTH_JOB if name == "probe_success" else signals.API_JOB
         assert f'job="{job}"' in query, name
         assert 'environment=~"$environment"' in query, name
-        # An SLO belongs to the whole service, so its budget ignores the instance variable.
-        if name.startswith("slo_"):
+        # Service-level queries read per-job series, which have no instance label.
+        if name in signals.SERVICE_LEVEL_QUERIES:
             assert "instance" not in query, name
         else:
             assert 'instance=~"$instance"' in query, name
@@ -292,7 +297,29 @@ def test_panel_labels_follow_contract():
     queries = signals.panel_queries(_settings(metricConvention="otel-stable"))
     assert queries.endpoint_label == "http_route"
     assert queries.method_label == "http_request_method"
-    assert "sum by (http_route, http_request_method)" in queries.request_rate_by_endpoint_method
+    assert "sum by (job, environment, http_route, http_request_method)" in queries.raw_request_rate_by_endpoint_method
+
+
+def test_service_level_queries_exist():
+    fields = set(vars(signals.panel_queries(rules.stack_settings("dev"))))
+    assert signals.SERVICE_LEVEL_QUERIES
+    assert signals.SERVICE_LEVEL_QUERIES <= fields
+
+
+def test_default_latency_queries_read_one_series_per_line():
+    # histogram_quantile() at query time took seconds per 24-hour panel at production size.
+    queries = signals.panel_queries(rules.stack_settings("dev"))
+    for query in (queries.latency_p95_by_endpoint, queries.latency_p99_by_endpoint, queries.request_rate_by_endpoint):
+        assert "histogram_quantile" not in query, query
+        assert "sum" not in query, query
+
+
+def test_traffic_alerts_read_recorded_last_week():
+    alerts = {alert["alert"]: alert for alert in _alerts(rules.rule_documents(rules.stack_settings("dev")))}
+    for name in ("MagflowApiTrafficDrop", "MagflowApiTrafficSurge"):
+        expr = alerts[name]["expr"]
+        assert f"{signals.REQUESTS_BY_JOB}{{job=\"magflow-api\"}} offset 1w" in expr, name
+        assert "http_server_requests_total" not in expr, name
 
 
 @needs_promtool
