@@ -26,8 +26,7 @@ pulumi.export("caCertificate", stack.ca_certificate)
 pulumi.export("basicAuthUser", credentials.BASIC_AUTH_USER)
 pulumi.export("prometheusPassword", stack.basic_auth_passwords["prometheus"])
 pulumi.export("alertmanagerPassword", stack.basic_auth_passwords["alertmanager"])
-# Kubernetes only: the Ingress requires it for the Jaeger UI, which checks no credentials itself.
-if "jaeger" in stack.basic_auth_passwords:
-    pulumi.export("jaegerPassword", stack.basic_auth_passwords["jaeger"])
+# jaeger-proxy requires it for the Jaeger UI and API, because Jaeger checks no credentials itself.
+pulumi.export("jaegerPassword", stack.basic_auth_passwords["jaeger"])
 if stack.otlp_bearer_token is not None:
     pulumi.export("otlpBearerToken", stack.otlp_bearer_token)

@@ -43,7 +43,12 @@ def read_stack_file(path: Path) -> dict[str, Any]:
 
     Encrypted values (`secure:`) are kept as they are: without the stack's passphrase they stay unread.
     """
-    document = yaml.safe_load(path.read_text()) or {}
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid stack file {path.name}: it is not valid YAML ({error}). Fix the file's syntax.") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"invalid stack file {path.name}: expected a mapping with a `config:` key")
     values = document.get("config") or {}
     return {key.removeprefix(_PREFIX): value for key, value in values.items() if key.startswith(_PREFIX)}
 

@@ -1,4 +1,4 @@
-"""Generated credentials: basic-auth passwords of Prometheus and Alertmanager, and the OTLP bearer token.
+"""Generated credentials: basic-auth passwords of Prometheus, Alertmanager and Jaeger, and the OTLP bearer token.
 
 Like certificates, they join the `secrets` mapping that services render from, under the keys below.
 
@@ -19,9 +19,9 @@ BASIC_AUTH_USER = "monitoring"
 
 # Services whose web configuration requires basic auth.
 PROTECTED = (ep.PROMETHEUS, ep.ALERTMANAGER)
-# Services that cannot check credentials themselves (Jaeger 2.7), so that the Kubernetes Ingress
-# (ingress-nginx basic auth) requires them. Docker publishes them on 127.0.0.1 only.
-INGRESS_PROTECTED = (ep.JAEGER,)
+# Services that check no credentials themselves (Jaeger 2.7), so that an authenticating proxy
+# (components.services.jaeger_proxy) requires them, on both platforms.
+PROXY_PROTECTED = (ep.JAEGER,)
 
 # Stack config key of the OTLP bearer token; when unset, production generates one.
 OTLP_TOKEN_KEY = "otlpBearerToken"
@@ -38,18 +38,17 @@ def hash_key(service: str) -> str:
 def generated_keys() -> tuple[str, ...]:
     """Return the generated keys that services render from, apart from the OTLP token.
 
-    An Ingress-protected service's password is left out: only its hash is rendered, and the
+    A proxy-protected service's password is left out: only its hash is rendered, and the
     password is a stack output.
     """
     keys = [key for service in PROTECTED for key in (password_key(service), hash_key(service))]
-    return (*keys, *(hash_key(service) for service in INGRESS_PROTECTED))
+    return (*keys, *(hash_key(service) for service in PROXY_PROTECTED))
 
 
 def generate(settings: StackSettings, secrets: dict[str, pulumi.Input[str]], parent: pulumi.Resource) -> None:
     """Add the basic-auth passwords and hashes, and a production OTLP token when none is set, to `secrets`."""
     opts = pulumi.ResourceOptions(parent=parent)
-    protected = PROTECTED if settings.platform == "docker" else (*PROTECTED, *INGRESS_PROTECTED)
-    for service in protected:
+    for service in (*PROTECTED, *PROXY_PROTECTED):
         # Letters and digits only, so no file, header or URL needs escaping.
         password = random.RandomPassword(f"{service}-basic-auth-password", length=32, special=False, opts=opts)
         secrets[password_key(service)] = pulumi.Output.secret(password.result)

@@ -61,7 +61,9 @@ def stack_flows(settings: StackSettings) -> list[Flow]:
         Flow(INGRESS_CONTROLLER, ep.GRAFANA, (ep.GRAFANA_PORT,)),
         Flow(INGRESS_CONTROLLER, ep.PROMETHEUS, (ep.PROMETHEUS_PORT,)),
         Flow(INGRESS_CONTROLLER, ep.ALERTMANAGER, (ep.ALERTMANAGER_PORT,)),
-        Flow(INGRESS_CONTROLLER, ep.JAEGER, (ep.JAEGER_UI_PORT,)),
+        Flow(INGRESS_CONTROLLER, ep.JAEGER_PROXY, (ep.JAEGER_PROXY_PORT,)),
+        # Jaeger checks no credentials, so users reach it through the proxy, which requires them.
+        Flow(ep.JAEGER_PROXY, ep.JAEGER, (ep.JAEGER_UI_PORT,)),
         # Telemetry into the collector, and traces on to Jaeger.
         Flow(OTLP_CLIENTS, ep.OTEL_COLLECTOR, (ep.OTLP_GRPC_PORT, ep.OTLP_HTTP_PORT)),
         Flow(ep.OTEL_COLLECTOR, ep.JAEGER, (ep.OTLP_GRPC_PORT,)),
@@ -86,6 +88,7 @@ def stack_flows(settings: StackSettings) -> list[Flow]:
         Flow(ep.BLACKBOX_EXPORTER, ep.ALERTMANAGER, (ep.ALERTMANAGER_PORT,)),
         Flow(ep.BLACKBOX_EXPORTER, ep.GRAFANA, (ep.GRAFANA_PORT,)),
         Flow(ep.BLACKBOX_EXPORTER, ep.JAEGER, (ep.JAEGER_UI_PORT, ep.OTLP_GRPC_PORT)),
+        Flow(ep.BLACKBOX_EXPORTER, ep.JAEGER_PROXY, (ep.JAEGER_PROXY_PORT,)),
         Flow(ep.BLACKBOX_EXPORTER, ep.OTEL_COLLECTOR, (ep.OTLP_GRPC_PORT, ep.OTLP_HTTP_PORT)),
         Flow(ep.ALERTMANAGER, ALERT_RECEIVERS, receiver_ports(settings)),
     ]

@@ -302,7 +302,7 @@ class StackSettings(BaseModel):
     grafana_port: Port = Field(description="Docker only: loopback port that publishes Grafana.")
     prometheus_port: Port = Field(description="Docker only: loopback port that publishes Prometheus.")
     alertmanager_port: Port = Field(description="Docker only: loopback port that publishes Alertmanager.")
-    jaeger_port: Port = Field(description="Docker only: loopback port that publishes the Jaeger UI.")
+    jaeger_port: Port = Field(description="Docker only: loopback port that publishes the Jaeger UI, through its basic-auth proxy.")
     otlp_grpc_port: Port = Field(description="Docker only: loopback port that publishes the collector's OTLP/gRPC receiver.")
     otlp_http_port: Port = Field(description="Docker only: loopback port that publishes the collector's OTLP/HTTP receiver.")
 
@@ -461,7 +461,9 @@ def load_settings(raw: Mapping[str, Any]) -> StackSettings:
             )
 
     environment = raw.get("environment")
-    defaults = ENVIRONMENT_DEFAULTS.get(environment, {}) if isinstance(environment, str) else {}
+    # An unknown environment is reported on its own key; validating the rest against the development
+    # defaults keeps that one error from being buried under a "missing" line for every other key.
+    defaults = ENVIRONMENT_DEFAULTS.get(environment, _DEVELOPMENT_DEFAULTS) if isinstance(environment, str) else _DEVELOPMENT_DEFAULTS
     values = {**defaults, **raw}
 
     settings = None
@@ -495,7 +497,7 @@ def _describe(issue: Mapping[str, Any], values: Mapping[str, Any]) -> str:
 
     shown = values.get(key, issue.get("input"))
     field = StackSettings.model_fields.get(_field_name(key))
-    accepted = f" Accepted: {field.description}" if field is not None and issue["type"] == "literal_error" else ""
+    accepted = f" ({field.description})" if field is not None and issue["type"] == "literal_error" else ""
     fix = f"pulumi config set {key} <value>"
     if field is not None and get_origin(field.annotation) is list:
         # Without --path the CLI stores one string, which is not a list.

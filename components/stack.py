@@ -12,11 +12,11 @@ from components import credentials, tls
 from components.config import render_placeholders
 from components.platform.docker import DockerPlatform
 from components.platform.kubernetes import KubernetesPlatform
-from components.services import alertmanager, blackbox_exporter, grafana, jaeger, otel_collector, prometheus
+from components.services import alertmanager, blackbox_exporter, grafana, jaeger, jaeger_proxy, otel_collector, prometheus
 from components.settings import StackSettings
 
 # Deployment order: each service starts after the ones it sends data to.
-SERVICES: list[ModuleType] = [jaeger, alertmanager, otel_collector, blackbox_exporter, prometheus, grafana]
+SERVICES: list[ModuleType] = [jaeger, jaeger_proxy, alertmanager, otel_collector, blackbox_exporter, prometheus, grafana]
 
 
 @dataclass
@@ -75,7 +75,7 @@ class MonitoringStack(pulumi.ComponentResource):
         self.ca_certificate = pulumi.Output.from_input(secrets[tls.CA_CERT_KEY])
         self.basic_auth_passwords = {
             service: pulumi.Output.secret(secrets[credentials.password_key(service)])
-            for service in (*credentials.PROTECTED, *credentials.INGRESS_PROTECTED)
+            for service in (*credentials.PROTECTED, *credentials.PROXY_PROTECTED)
             if credentials.password_key(service) in secrets
         }
         token = secrets.get(credentials.OTLP_TOKEN_KEY)
@@ -99,7 +99,8 @@ class MonitoringStack(pulumi.ComponentResource):
             "grafana": pulumi.Output.from_input(platform.url(workloads[grafana.NAME], "http")),
             "prometheus": pulumi.Output.from_input(platform.url(workloads[prometheus.NAME], "http")),
             "alertmanager": pulumi.Output.from_input(platform.url(workloads[alertmanager.NAME], "http")),
-            "jaeger": pulumi.Output.from_input(platform.url(workloads[jaeger.NAME], "ui")),
+            # Users reach Jaeger through the authenticating proxy only.
+            "jaeger": pulumi.Output.from_input(platform.url(workloads[jaeger_proxy.NAME], "https")),
             "otlpGrpc": pulumi.Output.from_input(self._otlp_endpoint(settings, "grpc")),
             "otlpHttp": pulumi.Output.from_input(self._otlp_endpoint(settings, "http")),
         }

@@ -20,7 +20,7 @@ from components.settings import StackSettings
 from components.units import parse_duration
 
 # Services that serve HTTPS with a certificate of the stack's CA.
-SERVED = (ep.PROMETHEUS, ep.ALERTMANAGER, ep.GRAFANA, ep.JAEGER, ep.OTEL_COLLECTOR, ep.BLACKBOX_EXPORTER)
+SERVED = (ep.PROMETHEUS, ep.ALERTMANAGER, ep.GRAFANA, ep.JAEGER, ep.JAEGER_PROXY, ep.OTEL_COLLECTOR, ep.BLACKBOX_EXPORTER)
 
 CA_CERT_KEY = "tls.ca.crt"
 

@@ -81,9 +81,10 @@ class Workload:
     """Mount the image's root filesystem read-only; the config files, data volume and `tmp_dirs` stay usable."""
     tmp_dirs: tuple[str, ...] = ()
     """Writable scratch directories, emptied at every start: a tmpfs on Docker, an emptyDir on Kubernetes."""
-    ingress_auth_file: str | None = None
-    """Kubernetes: a file of `files`, in htpasswd format, whose users the Ingress requires
-    (ingress-nginx basic auth). It is stored in a Secret of its own and not mounted."""
+    ingress_name: str | None = None
+    """Kubernetes: name of the Ingress and first label of its host `<name>.<ingressDomain>`; None uses `name`."""
+    capabilities: tuple[str, ...] = ()
+    """Linux capabilities added back after dropping all, for images whose binary carries file capabilities."""
     extra_hosts: dict[str, str] = field(default_factory=dict)
     """Docker: host name to address, such as host.docker.internal to host-gateway."""
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Run every test: unit tests under Pulumi mocks, promtool and amtool checks, and live tests
-# against Debian's Prometheus, Alertmanager and blackbox exporter on 127.0.0.1.
+# against Debian's Prometheus, Alertmanager, blackbox exporter and Caddy on 127.0.0.1.
 # Installs what is missing first: the Debian packages (needs root or sudo) and a virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(prometheus prometheus-alertmanager prometheus-blackbox-exporter hey)
+debian_packages=(prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy hey)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -18,7 +18,7 @@ if ((${#missing[@]})); then
 fi
 
 # Debian's packages start their services where an init system runs; the tests start their own.
-for service in prometheus prometheus-alertmanager prometheus-blackbox-exporter; do
+for service in prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$service" 2>/dev/null; then
         echo "note: the system's $service service is running; the tests use their own free ports" >&2
     fi

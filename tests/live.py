@@ -263,7 +263,7 @@ def make_test_secrets(folder: Path) -> LiveSecrets:
     values = {tls.CA_CERT_KEY: ca_file.read_text()}
     for service in tls.SERVED:
         values[tls.cert_key(service)], values[tls.key_key(service)] = issue_test_certificate(folder, ca_file, service)
-    for service in credentials.PROTECTED:
+    for service in (*credentials.PROTECTED, *credentials.PROXY_PROTECTED):
         password = secrets.token_hex(16)
         values[credentials.password_key(service)] = password
         # Cost 10, as pulumi-random's bcrypt_hash; the Debian binaries verify it on every request.

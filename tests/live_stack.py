@@ -41,7 +41,7 @@ from live import (
 )
 
 APP_DIR = REPOSITORY_ROOT / "examples" / "reference_app"
-APP_TOKEN_VARIABLE = "MAGFLOW_METRICS_TOKEN"
+APP_TOKEN_VARIABLE = "MAGFLOW_API_METRICS_TOKEN"
 
 # Debian package that provides each binary, for the error message when one is missing.
 BINARIES = {

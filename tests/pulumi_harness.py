@@ -219,11 +219,11 @@ def mocked_generated_secrets(stack: str) -> dict[str, str]:
     for service in credentials.PROTECTED:
         values[credentials.password_key(service)] = GENERATED_PASSWORD
         values[credentials.hash_key(service)] = mocked_bcrypt_hash(f"{service}-basic-auth-password")
+    for service in credentials.PROXY_PROTECTED:
+        values[credentials.password_key(service)] = GENERATED_PASSWORD
+        values[credentials.hash_key(service)] = mocked_bcrypt_hash(f"{service}-basic-auth-password")
     if stack == "prod":
         values[credentials.OTLP_TOKEN_KEY] = GENERATED_PASSWORD
-        for service in credentials.INGRESS_PROTECTED:
-            values[credentials.password_key(service)] = GENERATED_PASSWORD
-            values[credentials.hash_key(service)] = mocked_bcrypt_hash(f"{service}-basic-auth-password")
     return values
 
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from components import network_flows
-from components.services import alertmanager, blackbox_exporter, endpoints as ep, grafana, jaeger, otel_collector, prometheus
+from components.services import alertmanager, blackbox_exporter, endpoints as ep, grafana, jaeger, jaeger_proxy, otel_collector, prometheus
 from components.settings import ConfigError, load_settings
 from components.stack import SERVICES
 from pulumi_harness import ProgramRun, stack_settings
@@ -15,7 +15,9 @@ CONTAINER = "docker:index/container:Container"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 SERVICE_NAMES = [service.NAME for service in SERVICES]
-TMP_DIRS = {grafana.NAME: ["/tmp"], jaeger.NAME: ["/tmp"]}
+TMP_DIRS = {grafana.NAME: ["/tmp"], jaeger.NAME: ["/tmp"], jaeger_proxy.NAME: ["/config", "/data"]}
+# Capabilities added back after dropping ALL: Caddy's binary carries cap_net_bind_service=+ep.
+ADDED_CAPABILITIES = {jaeger_proxy.NAME: ["NET_BIND_SERVICE"]}
 
 
 def service_containers(run: ProgramRun) -> list:
@@ -34,7 +36,10 @@ def pod_spec(run: ProgramRun, name: str) -> dict:
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 def test_docker_drops_capabilities(dev_run, name):
     container = dev_run.named(CONTAINER, name)
-    assert container.value("capabilities") == {"drops": ["ALL"]}
+    expected = {"drops": ["ALL"]}
+    if name in ADDED_CAPABILITIES:
+        expected["adds"] = ADDED_CAPABILITIES[name]
+    assert container.value("capabilities") == expected
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -85,7 +90,10 @@ def test_kubernetes_container_security_context(prod_run, name):
     assert context["allowPrivilegeEscalation"] is False
     assert context["readOnlyRootFilesystem"] is True
     assert context["runAsNonRoot"] is True
-    assert context["capabilities"] == {"drop": ["ALL"]}
+    expected = {"drop": ["ALL"]}
+    if name in ADDED_CAPABILITIES:
+        expected["add"] = ADDED_CAPABILITIES[name]
+    assert context["capabilities"] == expected
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -172,7 +180,12 @@ def test_network_policy_selects_service(prod_run, name):
 
 @pytest.mark.parametrize(
     ("name", "port"),
-    [(grafana.NAME, ep.GRAFANA_PORT), (prometheus.NAME, ep.PROMETHEUS_PORT), (alertmanager.NAME, ep.ALERTMANAGER_PORT), (jaeger.NAME, ep.JAEGER_UI_PORT)],
+    [
+        (grafana.NAME, ep.GRAFANA_PORT),
+        (prometheus.NAME, ep.PROMETHEUS_PORT),
+        (alertmanager.NAME, ep.ALERTMANAGER_PORT),
+        (jaeger_proxy.NAME, ep.JAEGER_PROXY_PORT),
+    ],
 )
 def test_ingress_controller_reaches_web_ui(prod_run, name, port):
     selector = {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
@@ -325,3 +338,15 @@ def test_scrub_setting_keys(pulumi_program):
 def test_scrub_setting_rejects_space():
     with pytest.raises(ConfigError, match="sensitiveSpanAttributes"):
         load_settings({"platform": "docker", "environment": "development", "apiMetricsToken": "x", "sensitiveSpanAttributes": ["user email"]})
+
+
+def test_ingress_controller_not_to_jaeger(prod_run):
+    selector = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    sources = [peer for rule in policy_spec(prod_run, jaeger.NAME)["ingress"] for peer in rule["from"]]
+    assert sources
+    assert selector not in sources
+
+
+def test_jaeger_proxy_reaches_jaeger_ui(prod_run):
+    assert allowed_to(prod_run, jaeger_proxy.NAME, jaeger.NAME) == {ep.JAEGER_UI_PORT}
+    assert allowed_from(prod_run, jaeger.NAME, jaeger_proxy.NAME) == {ep.JAEGER_UI_PORT}

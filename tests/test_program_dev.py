@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from components.platform.docker import CONFIG_CHECKSUM_LABEL
-from components.services import alertmanager, grafana, jaeger, otel_collector, prometheus
+from components.services import alertmanager, grafana, jaeger, jaeger_proxy, otel_collector, prometheus
 from components.stack import SERVICES
 from pulumi_harness import (
     GENERATED_PASSWORD,
@@ -37,7 +37,9 @@ PUBLISHED_PORTS = {
     grafana.NAME: {(3000, 3000)},
     prometheus.NAME: {(9090, 9090)},
     alertmanager.NAME: {(9093, 9093)},
-    jaeger.NAME: {(16686, 16686)},
+    # Jaeger's UI is reachable through its basic-auth proxy only.
+    jaeger.NAME: set(),
+    jaeger_proxy.NAME: {(16686, 16686)},
     otel_collector.NAME: {(4317, 4317), (4318, 4318)},
 }
 
@@ -327,7 +329,7 @@ def test_outputs_urls(dev_run):
 
 def test_output_admin_password_secret(dev_run):
     assert dev_run.outputs["grafanaAdminPassword"] == GENERATED_PASSWORD
-    assert dev_run.secret_outputs == {"grafanaAdminPassword", "prometheusPassword", "alertmanagerPassword"}
+    assert dev_run.secret_outputs == {"grafanaAdminPassword", "prometheusPassword", "alertmanagerPassword", "jaegerPassword"}
 
 
 def test_outputs_show_no_secret(dev_run):

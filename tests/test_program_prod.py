@@ -7,7 +7,7 @@ import yaml
 
 from components.config import render_placeholders
 from components.platform.kubernetes import CONFIG_CHECKSUM_ANNOTATION
-from components.services import alertmanager, grafana, jaeger, otel_collector, prometheus
+from components.services import alertmanager, grafana, jaeger, jaeger_proxy, otel_collector, prometheus
 from components.stack import SERVICES
 from components.units import format_kubernetes_quantity
 from pulumi_harness import (
@@ -33,7 +33,10 @@ GRAFANA_PREFERENCES = "grafana:oss/organizationPreferences:OrganizationPreferenc
 
 NAMESPACE_NAME = "magflow-monitoring"
 INGRESS_DOMAIN = "monitoring.magflow.example.com"
-WEB_UIS = {grafana.NAME: "http", prometheus.NAME: "http", alertmanager.NAME: "http", jaeger.NAME: "ui"}
+# Ingress name to the port name of its backend Service.
+WEB_UIS = {grafana.NAME: "http", prometheus.NAME: "http", alertmanager.NAME: "http", jaeger.NAME: "https"}
+# Ingresses whose backend is another Service: the Jaeger host routes to its basic-auth proxy.
+INGRESS_BACKENDS = {jaeger.NAME: jaeger_proxy.NAME}
 CORE_SERVICES = {otel_collector.NAME, prometheus.NAME, alertmanager.NAME, jaeger.NAME, grafana.NAME}
 SERVICES_WITH_DATA = [prometheus, alertmanager, grafana, jaeger]
 
@@ -54,9 +57,8 @@ def container(run: ProgramRun, name: str) -> dict:
 
 
 def rendered_files(service) -> dict[str, str]:
-    """Return the files a service's pod mounts: every rendered file but the Ingress' htpasswd file, which has a Secret of its own."""
-    ingress_auth = service.workload(stack_settings("prod"), {}).ingress_auth_file
-    return {path: text for path, text in service.render(stack_settings("prod"), render_placeholders()).items() if path != ingress_auth}
+    """Return the files a service's pod mounts: every file it renders."""
+    return service.render(stack_settings("prod"), render_placeholders())
 
 
 def test_services_include_core_stack():
@@ -186,8 +188,7 @@ def test_config_matches_rendered_files(prod_run, service):
     if f"{service.NAME}-secrets" in prod_run.names(SECRET):
         stored.update(prod_run.named(SECRET, f"{service.NAME}-secrets").value("stringData"))
 
-    ingress_auth = service.workload(stack_settings("prod"), {}).ingress_auth_file
-    assert stored == {config_key(path): text for path, text in rendered.items() if path != ingress_auth}
+    assert stored == {config_key(path): text for path, text in rendered.items()}
 
 
 def test_prometheus_config_map(prod_run):
@@ -324,7 +325,7 @@ def test_ingress_routes_to_service(prod_run, name):
     assert len(spec["rules"]) == 1
     assert spec["ingressClassName"] == "nginx"
     assert rule["host"] == f"{name}.{INGRESS_DOMAIN}"
-    assert backend == {"name": name, "port": {"name": WEB_UIS[name]}}
+    assert backend == {"name": INGRESS_BACKENDS.get(name, name), "port": {"name": WEB_UIS[name]}}
 
 
 def test_grafana_admin_password_generated(prod_run):

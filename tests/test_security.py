@@ -7,7 +7,7 @@ from components import credentials, tls
 from components.config import read_stack_file, render_placeholders
 from components.rendering import REPOSITORY_ROOT
 from components.rules import rule_documents
-from components.services import alertmanager, blackbox_exporter, grafana, jaeger, otel_collector, prometheus
+from components.services import alertmanager, blackbox_exporter, endpoints as ep, grafana, jaeger, jaeger_proxy, otel_collector, prometheus
 from components.settings import ConfigError, load_settings
 from components.stack import SERVICES
 from components.units import parse_duration
@@ -339,30 +339,50 @@ def test_settings_kubernetes_needs_ingress_tls():
         load_settings({**raw, "apiMetricsToken": "set"})
 
 
-def test_jaeger_ingress_basic_auth(prod_run):
-    ingress = prod_run.named(INGRESS, jaeger.NAME)
-    secret = prod_run.named(SECRET, f"{jaeger.NAME}-ingress-auth")
-    annotations = ingress.value("metadata", "annotations")
+def test_jaeger_ingress_no_nginx_auth(prod_run):
+    annotations = prod_run.named(INGRESS, jaeger.NAME).value("metadata", "annotations")
 
-    assert annotations["nginx.ingress.kubernetes.io/auth-type"] == "basic"
-    assert annotations["nginx.ingress.kubernetes.io/auth-secret"] == f"{jaeger.NAME}-ingress-auth"
-    assert secret.value("stringData", "auth") == f"{credentials.BASIC_AUTH_USER}:{mocked_bcrypt_hash('jaeger-basic-auth-password')}\n"
-    assert secret.is_secret("stringData", "auth")
+    assert annotations
+    assert not [key for key in annotations if key.startswith("nginx.ingress.kubernetes.io/auth-")]
+    assert f"{jaeger.NAME}-ingress-auth" not in prod_run.names(SECRET)
 
 
-def test_jaeger_htpasswd_not_mounted(prod_run):
-    mounted = set(prod_run.named(SECRET, f"{jaeger.NAME}-secrets").value("stringData"))
-    mounted |= set(prod_run.named(CONFIG_MAP, f"{jaeger.NAME}-config").value("data"))
+def test_jaeger_proxy_caddyfile_secret(prod_run):
+    secret = prod_run.named(SECRET, f"{jaeger_proxy.NAME}-secrets")
+    caddyfile = secret.value("stringData", jaeger_proxy.CADDYFILE)
 
-    assert "ingress__htpasswd" not in mounted
-    assert "tls__server.key" in mounted
-
-
-def test_jaeger_password_output_prod(prod_run):
-    assert prod_run.outputs["jaegerPassword"] == GENERATED_PASSWORD
-    assert "jaegerPassword" in prod_run.secret_outputs
+    assert f"\t\t{credentials.BASIC_AUTH_USER} {mocked_bcrypt_hash('jaeger-basic-auth-password')}\n" in caddyfile
+    assert secret.is_secret("stringData", jaeger_proxy.CADDYFILE)
+    assert f"{jaeger_proxy.NAME}-config" in prod_run.names(CONFIG_MAP)
+    assert jaeger_proxy.CADDYFILE not in prod_run.named(CONFIG_MAP, f"{jaeger_proxy.NAME}-config").value("data")
 
 
-def test_jaeger_no_ingress_auth_dev(dev_run):
-    assert "jaeger-basic-auth-password" not in dev_run.names(RANDOM_PASSWORD)
-    assert "jaegerPassword" not in dev_run.outputs
+@pytest.mark.parametrize("run_name", ["dev_run", "prod_run"])
+def test_jaeger_password_output(request, run_name):
+    run = request.getfixturevalue(run_name)
+
+    assert "jaeger-basic-auth-password" in run.names(RANDOM_PASSWORD)
+    assert run.outputs["jaegerPassword"] == GENERATED_PASSWORD
+    assert "jaegerPassword" in run.secret_outputs
+
+
+def test_jaeger_url_is_proxy(dev_run, prod_run):
+    assert dev_run.outputs["jaegerUrl"] == "https://127.0.0.1:16686"
+    assert prod_run.outputs["jaegerUrl"] == f"https://jaeger.{stack_settings('prod').ingress_domain}"
+
+
+def test_jaeger_proxy_caddyfile_routes():
+    placeholders = render_placeholders()
+    caddyfile = jaeger_proxy.render(stack_settings("dev"), placeholders)[jaeger_proxy.CADDYFILE]
+
+    assert caddyfile == jaeger_proxy.render_caddyfile(placeholders[credentials.hash_key(jaeger.NAME)])
+    assert "\tbasicauth {\n" in caddyfile
+    assert f"\ttls {jaeger_proxy.CONFIG_DIR}/{tls.CERT_FILE} {jaeger_proxy.CONFIG_DIR}/{tls.KEY_FILE} {{\n" in caddyfile
+    assert f"\treverse_proxy https://{jaeger.NAME}:{ep.JAEGER_UI_PORT} {{\n" in caddyfile
+    assert f"\t\t\ttls_trusted_ca_certs {jaeger_proxy.CONFIG_DIR}/{tls.CA_FILE}\n" in caddyfile
+    assert f"\t\t\ttls_server_name {jaeger.NAME}\n" in caddyfile
+
+
+def test_jaeger_proxy_needs_hash():
+    # A proxy without basic auth must not be rendered.
+    assert jaeger_proxy.CADDYFILE not in jaeger_proxy.render(stack_settings("dev"), {})

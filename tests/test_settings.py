@@ -264,3 +264,26 @@ def test_format_prometheus_size_mebibytes():
 def test_format_prometheus_size_not_rounded_to_zero():
     # 0MB would turn size-based retention off; Prometheus reads a B suffix as bytes.
     assert format_prometheus_size(512 * 1024) == "524288B"
+
+
+def test_unknown_environment_reported_alone():
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"platform": "docker", "environment": "staging", "apiMetricsToken": "token"})
+
+    message = str(raised.value)
+    assert "magflow-monitoring:environment='staging'" in message
+    assert "'development' or 'production'" in message
+    assert "is missing" not in message
+
+
+def test_render_rejects_malformed_stack_file(tmp_path):
+    from components.config import read_stack_file
+
+    stack_file = tmp_path / "Pulumi.broken.yaml"
+    stack_file.write_text("config:\n  magflow-monitoring:platform: [docker\n")
+
+    with pytest.raises(ConfigError) as raised:
+        read_stack_file(stack_file)
+
+    assert "Pulumi.broken.yaml" in str(raised.value)
+    assert "not valid YAML" in str(raised.value)

@@ -45,8 +45,6 @@ class DockerPlatform:
         uploads = [
             docker.ContainerUploadArgs(file=f"{workload.config_dir}/{path}", content=content, permissions="0444")
             for path, content in sorted(workload.files.items())
-            # Docker has no Ingress to read it.
-            if path != workload.ingress_auth_file
         ]
 
         # Ports are published on loopback only: nothing in the dev stack is reachable from the network.
@@ -91,9 +89,10 @@ class DockerPlatform:
             # read-only"). Kubernetes mounts the config instead and sets readOnlyRootFilesystem.
             read_only=False,
             tmpfs={path: "rw,noexec,nosuid,nodev" for path in workload.tmp_dirs} or None,
-            # No workload needs a Linux capability: every port is above 1024 and every file it
-            # writes belongs to its own user. Docker's default seccomp profile applies as well.
-            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"]),
+            # Every port is above 1024 and every file a workload writes belongs to its own user, so
+            # only `workload.capabilities` (an image's file capability) is added back. Docker's
+            # default seccomp profile applies as well.
+            capabilities=docker.ContainerCapabilitiesArgs(drops=["ALL"], adds=list(workload.capabilities) or None),
             security_opts=["no-new-privileges:true"],
             restart="unless-stopped",
             # With a health check, `pulumi up` waits until the container is healthy, so the next

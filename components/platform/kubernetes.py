@@ -56,10 +56,8 @@ class KubernetesPlatform:
         opts = pulumi.ResourceOptions(parent=self.parent)
         labels = self._labels(workload)
 
-        # The Ingress' htpasswd file goes to a Secret of its own (see _ingress) instead of the pod.
-        mounted = {path: content for path, content in workload.files.items() if path != workload.ingress_auth_file}
-        plain_files = {path: content for path, content in mounted.items() if path not in workload.secret_files}
-        secret_files = {path: content for path, content in mounted.items() if path in workload.secret_files}
+        plain_files = {path: content for path, content in workload.files.items() if path not in workload.secret_files}
+        secret_files = {path: content for path, content in workload.files.items() if path in workload.secret_files}
 
         sources = []
         if plain_files:
@@ -152,12 +150,14 @@ class KubernetesPlatform:
             readiness_probe=probe,
             liveness_probe=probe,
             resources=resources,
-            # The restricted Pod Security Standard: no capability is needed, as every port is above 1024.
+            # The restricted Pod Security Standard: every port is above 1024, so the only capability
+            # added back is one an image's binary carries as a file capability (NET_BIND_SERVICE,
+            # which the standard allows).
             security_context=k8s.core.v1.SecurityContextArgs(
                 allow_privilege_escalation=False,
                 read_only_root_filesystem=workload.read_only_root,
                 run_as_non_root=True,
-                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+                capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"], add=list(workload.capabilities) or None),
             ),
         )
 
@@ -300,15 +300,14 @@ class KubernetesPlatform:
         )
 
     def _ingress(self, workload: Workload, service: k8s.core.v1.Service, port_name: str) -> k8s.networking.v1.Ingress:
-        host = self.settings.ui_host(workload.name)
-        metadata = self._metadata(workload.name, workload)
+        name = workload.ingress_name or workload.name
+        host = self.settings.ui_host(name)
+        metadata = self._metadata(name, workload)
         metadata.annotations = self._ingress_annotations()
-        if workload.ingress_auth_file in workload.files:
-            metadata.annotations.update(self._ingress_basic_auth(workload))
         # With an issuer, cert-manager creates and renews this Secret; otherwise it must exist.
-        tls_secret = self.settings.ingress_tls_secret or f"{workload.name}-ingress-tls"
+        tls_secret = self.settings.ingress_tls_secret or f"{name}-ingress-tls"
         return k8s.networking.v1.Ingress(
-            workload.name,
+            name,
             metadata=metadata,
             spec=k8s.networking.v1.IngressSpecArgs(
                 ingress_class_name=self.settings.ingress_class,
@@ -348,24 +347,6 @@ class KubernetesPlatform:
             annotations["cert-manager.io/cluster-issuer"] = self.settings.ingress_tls_issuer
         return annotations
 
-    def _ingress_basic_auth(self, workload: Workload) -> dict[str, str]:
-        """Create the Secret of the workload's htpasswd file; return the annotations that make ingress-nginx require it."""
-        assert workload.ingress_auth_file is not None
-        secret = k8s.core.v1.Secret(
-            f"{workload.name}-ingress-auth",
-            metadata=self._metadata(f"{workload.name}-ingress-auth", workload),
-            # ingress-nginx reads the htpasswd lines from the key "auth" (auth-secret-type auth-file).
-            string_data={"auth": pulumi.Output.secret(workload.files[workload.ingress_auth_file])},
-            opts=pulumi.ResourceOptions(parent=self.parent),
-        )
-        # NOTE: the hashes are bcrypt ($2a$), which nginx checks with the C library's crypt(); the
-        # Alpine-based ingress-nginx images support it through musl. Not checked against a cluster here.
-        return {
-            "nginx.ingress.kubernetes.io/auth-type": "basic",
-            "nginx.ingress.kubernetes.io/auth-secret": f"{workload.name}-ingress-auth",
-            "nginx.ingress.kubernetes.io/auth-realm": f"MagFlow monitoring {workload.name}",
-        }
-
     def url(self, workload: Workload, port_name: str) -> str:
         """Return the Ingress URL of a web UI."""
-        return f"https://{self.settings.ui_host(workload.name)}"
+        return f"https://{self.settings.ui_host(workload.ingress_name or workload.name)}"

@@ -22,6 +22,11 @@ JAEGER_UI_PORT = 16686
 JAEGER_HEALTH_PORT = 13133
 JAEGER_TELEMETRY_PORT = 8888
 
+# Caddy in front of Jaeger's UI and API, because Jaeger 2.7 checks no credentials.
+JAEGER_PROXY = "jaeger-proxy"
+JAEGER_PROXY_PORT = 16686
+JAEGER_PROXY_HEALTH_PORT = 8080
+
 GRAFANA = "grafana"
 GRAFANA_PORT = 3000
 

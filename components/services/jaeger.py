@@ -2,7 +2,7 @@
 
 from typing import Any, Mapping
 
-from components import credentials, tls
+from components import tls
 from components.rendering import to_yaml
 from components.services import endpoints as ep
 from components.settings import StackSettings
@@ -13,10 +13,8 @@ NAME = ep.JAEGER
 IMAGE = "jaegertracing/jaeger:2.7.0"
 CONFIG_DIR = "/etc/jaeger"
 DATA_DIR = "/badger"
-# htpasswd file of the Ingress' basic auth (Kubernetes only), because Jaeger checks no credentials.
-INGRESS_AUTH_FILE = "ingress/htpasswd"
-SECRETS: tuple[str, ...] = (*tls.secret_keys(NAME), credentials.hash_key(NAME))
-SECRET_FILES: frozenset[str] = frozenset({INGRESS_AUTH_FILE, *tls.SECRET_FILES})
+SECRETS: tuple[str, ...] = tls.secret_keys(NAME)
+SECRET_FILES: frozenset[str] = tls.SECRET_FILES
 
 
 def render_config(settings: StackSettings) -> dict[str, Any]:
@@ -47,8 +45,8 @@ def render_config(settings: StackSettings) -> dict[str, Any]:
                 "storage": {"traces": "main_store"},
                 # NOTE: TLS only, no authentication in Jaeger itself. Jaeger 2.7 has no server
                 # authenticator extension (its distribution registers basicauth only in releases
-                # after 2.7), so the Kubernetes Ingress requires basic auth instead
-                # (INGRESS_AUTH_FILE), and on Docker the UI is published on 127.0.0.1 only.
+                # after 2.7), so users reach this port through jaeger-proxy, which requires basic
+                # auth. Inside the network only the proxy and Grafana may connect (NetworkPolicy).
                 "http": {"endpoint": f"0.0.0.0:{ep.JAEGER_UI_PORT}", "tls": _server_tls()},
             },
             "jaeger_storage": {
@@ -83,10 +81,7 @@ def _server_tls() -> dict[str, str]:
 
 def render(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, str]:
     """Return every file Jaeger reads, by path relative to its config directory."""
-    files = {"config.yaml": to_yaml(render_config(settings)), **tls.files(NAME, secrets)}
-    if credentials.hash_key(NAME) in secrets:
-        files[INGRESS_AUTH_FILE] = f"{credentials.BASIC_AUTH_USER}:{secrets[credentials.hash_key(NAME)]}\n"
-    return files
+    return {"config.yaml": to_yaml(render_config(settings)), **tls.files(NAME, secrets)}
 
 
 def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
@@ -95,7 +90,8 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         image=IMAGE,
         args=[f"--config={CONFIG_DIR}/config.yaml"],
         ports=[
-            Port("ui", ep.JAEGER_UI_PORT, host_port=settings.jaeger_port, ingress=True),
+            # Neither published nor routed: jaeger-proxy owns jaegerPort and the Ingress.
+            Port("ui", ep.JAEGER_UI_PORT),
             Port("otlp-grpc", ep.OTLP_GRPC_PORT),
             Port("otlp-http", ep.OTLP_HTTP_PORT),
             Port("health", ep.JAEGER_HEALTH_PORT),
@@ -104,7 +100,6 @@ def workload(settings: StackSettings, files: Mapping[str, Any]) -> Workload:
         config_dir=CONFIG_DIR,
         files=dict(files),
         secret_files=SECRET_FILES,
-        ingress_auth_file=INGRESS_AUTH_FILE,
         check=HttpCheck(
             "/status", ep.JAEGER_HEALTH_PORT,
             ("wget", "-q", "-O", "/dev/null", f"http://localhost:{ep.JAEGER_HEALTH_PORT}/status"),

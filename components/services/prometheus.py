@@ -129,6 +129,7 @@ def tls_endpoints() -> list[tuple[str, int]]:
         (ep.GRAFANA, ep.GRAFANA_PORT),
         (ep.JAEGER, ep.JAEGER_UI_PORT),
         (ep.JAEGER, ep.OTLP_GRPC_PORT),
+        (ep.JAEGER_PROXY, ep.JAEGER_PROXY_PORT),
         (ep.OTEL_COLLECTOR, ep.OTLP_GRPC_PORT),
         (ep.OTEL_COLLECTOR, ep.OTLP_HTTP_PORT),
     ]

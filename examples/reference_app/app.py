@@ -2,10 +2,10 @@
 
 It is test support and an example for API teams. The stack never deploys it. Run it with:
 
-    MAGFLOW_METRICS_TOKEN=<token> uvicorn app:app --app-dir examples/reference_app --port 8000
+    MAGFLOW_API_METRICS_TOKEN=<token> uvicorn app:app --app-dir examples/reference_app --port 8000
 
 Environment variables:
-- MAGFLOW_METRICS_TOKEN (required): bearer token that `GET /metrics` requires.
+- MAGFLOW_API_METRICS_TOKEN (required): bearer token that `GET /metrics` requires.
 - OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: OTLP/HTTP endpoint that receives
   traces, such as http://127.0.0.1:4318. With neither set, or OTEL_SDK_DISABLED=true, no trace is
   exported. The other standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
@@ -28,7 +28,7 @@ from prometheus_client import PlatformCollector, ProcessCollector
 from pydantic import BaseModel, Field
 from starlette.routing import Match
 
-TOKEN_VARIABLE = "MAGFLOW_METRICS_TOKEN"
+TOKEN_VARIABLE = "MAGFLOW_API_METRICS_TOKEN"
 SERVICE_NAME = "magflow-api"
 # Requests to these paths are not counted: Prometheus' scrapes would dominate the request rate.
 UNINSTRUMENTED_PATHS = frozenset({"/metrics"})
