@@ -461,8 +461,8 @@ def load_settings(raw: Mapping[str, Any]) -> StackSettings:
             )
 
     environment = raw.get("environment")
-    # An unknown environment is reported on its own key; validating the rest against the development
-    # defaults keeps that one error from being buried under a "missing" line for every other key.
+    # An unknown environment is reported on its own key. The other keys are validated against the
+    # development defaults, so that error is not buried under a "missing" line for every other key.
     defaults = ENVIRONMENT_DEFAULTS.get(environment, _DEVELOPMENT_DEFAULTS) if isinstance(environment, str) else _DEVELOPMENT_DEFAULTS
     values = {**defaults, **raw}
 
