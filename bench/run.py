@@ -32,9 +32,9 @@ import yaml
 
 from bench import generate
 from components.rendering import REPOSITORY_ROOT
-from components.rules import stack_settings
+from components.config import stack_file_settings
 from components.signals import panel_queries
-from tests.live import LOOPBACK, Process, free_port, get_json, http_get, start_process, stop_process, wait_until_ready
+from tests.live import LOOPBACK, Process, free_port, http_get, start_process, stop_process, wait_until_ready
 
 DASHBOARD = REPOSITORY_ROOT / "dashboards" / "magflow-api.json"
 RULE_FILES = ("magflow-api.yml", "magflow-api-slo.yml", "meta.yml")
@@ -382,7 +382,7 @@ def dashboard_panels(dashboard: dict[str, Any]) -> list[tuple[dict[str, Any], bo
 
 def dashboard_cases() -> list[QueryCase]:
     """Return one case per dashboard target, paired with its raw-series or recorded form from `components.signals`."""
-    queries = panel_queries(stack_settings("dev"))
+    queries = panel_queries(stack_file_settings("dev"))
     raw_forms = {
         queries.request_rate_by_endpoint: queries.raw_request_rate_by_endpoint,
         queries.request_rate_by_endpoint_method: queries.raw_request_rate_by_endpoint_method,

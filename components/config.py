@@ -53,6 +53,19 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     return {key.removeprefix(_PREFIX): value for key, value in values.items() if key.startswith(_PREFIX)}
 
 
+def stack_file_settings(stack: str) -> StackSettings:
+    """Validate `Pulumi.<stack>.yaml` with placeholder secrets and return its settings.
+
+    Raises FileNotFoundError when the stack has no stack file, and ConfigError when it is invalid.
+    """
+    from components.rendering import REPOSITORY_ROOT
+
+    stack_file = REPOSITORY_ROOT / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        raise FileNotFoundError(f"stack file {stack_file} not found: use a stack that has a Pulumi.<stack>.yaml file")
+    return load_settings({**read_stack_file(stack_file), **placeholder_secrets()})
+
+
 def secret_placeholder(key: str) -> str:
     """Return the stand-in for a secret value in rendered files: clearly marked and still well-formed."""
     if key.endswith("Url"):

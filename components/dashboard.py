@@ -20,18 +20,18 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
-from components.config import placeholder_secrets, read_stack_file
+from components.config import stack_file_settings
 from components.rendering import REPOSITORY_ROOT
 from components.services import grafana
 from components.services.prometheus import API_JOB
-from components.settings import StackSettings, load_settings
+from components.settings import StackSettings
 from components.signals import PanelQueries, panel_queries
 
 UID = "magflow-api"
 TITLE = "MagFlow API"
 DRILL_DOWN_ROW = "Drill-down (per instance, raw queries)"
 OUTPUT = grafana.DASHBOARDS_DIR / grafana.HOME_DASHBOARD
-SOURCE_STACK_FILE = REPOSITORY_ROOT / "Pulumi.dev.yaml"
+SOURCE_STACK = "dev"
 
 # NOTE: assumes the API reports its traces with service.name equal to its scrape job name, and that
 # the endpoint label of its metrics contains the same value as the http.route attribute of its server spans.
@@ -416,17 +416,11 @@ def render_dashboard(settings: StackSettings) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def load_source_settings() -> StackSettings:
-    """Return the settings of the dev stack file, with placeholders for its encrypted secrets."""
-    raw = {**read_stack_file(SOURCE_STACK_FILE), **placeholder_secrets()}
-    return load_settings(raw)
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv:
         print(f"error: unexpected arguments {argv}: run `python -m components.dashboard` alone", file=sys.stderr)
         return 2
-    OUTPUT.write_text(render_dashboard(load_source_settings()))
+    OUTPUT.write_text(render_dashboard(stack_file_settings(SOURCE_STACK)))
     print(OUTPUT.relative_to(REPOSITORY_ROOT))
     return 0
 

@@ -3,27 +3,21 @@
     python -m components.render --stack dev --out build/dev
 
 One folder per service. Secret values are replaced by marked placeholders, because the stack
-file holds them encrypted.
+file contains them encrypted.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from components.config import placeholder_secrets, read_stack_file
-from components.rendering import REPOSITORY_ROOT
-from components.settings import ConfigError, load_settings
+from components.config import stack_file_settings
+from components.settings import ConfigError
 from components.stack import describe
 
 
 def render_stack(stack: str, out: Path) -> list[Path]:
     """Render the files of `Pulumi.<stack>.yaml` under `out` and return their paths."""
-    stack_file = REPOSITORY_ROOT / f"Pulumi.{stack}.yaml"
-    if not stack_file.exists():
-        raise FileNotFoundError(f"stack file {stack_file} not found: use a stack that has a Pulumi.<stack>.yaml file")
-
-    raw = {**read_stack_file(stack_file), **placeholder_secrets()}
-    settings = load_settings(raw)
+    settings = stack_file_settings(stack)
 
     written = []
     for service, files in describe(settings).items():

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from components import signals as sig
+from components.config import stack_file_settings
 from components.contract import MetricContract, contract_from_settings
 from components.rendering import REPOSITORY_ROOT, to_yaml
 from components.services import blackbox_exporter
 from components.services import endpoints as ep
-from components.settings import ConfigError, StackSettings, load_settings
+from components.settings import ConfigError, StackSettings
 from components.units import format_duration, parse_duration
 
 RULES_DIR = REPOSITORY_ROOT / "rules"
@@ -447,16 +448,6 @@ def render_rule_files(settings: StackSettings) -> dict[str, str]:
     return {name: header + to_yaml(document) for name, document in rule_documents(settings).items()}
 
 
-def stack_settings(stack: str) -> StackSettings:
-    """Return the settings of `Pulumi.<stack>.yaml`, with placeholder secrets."""
-    from components.config import placeholder_secrets, read_stack_file
-
-    stack_file = REPOSITORY_ROOT / f"Pulumi.{stack}.yaml"
-    if not stack_file.exists():
-        raise FileNotFoundError(f"stack file {stack_file} not found: use a stack that has a Pulumi.<stack>.yaml file")
-    return load_settings({**read_stack_file(stack_file), **placeholder_secrets()})
-
-
 def write_rule_files(settings: StackSettings, directory: Path) -> list[Path]:
     """Write the rule files into `directory`, remove stale generated ones, and return the written paths."""
     files = render_rule_files(settings)
@@ -479,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     try:
-        written = write_rule_files(stack_settings(options.stack), options.out)
+        written = write_rule_files(stack_file_settings(options.stack), options.out)
     except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

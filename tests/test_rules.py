@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from components import rules, signals
+from components.config import stack_file_settings
 from components.contract import PRESETS, contract_from_settings
 from components.render import render_stack
 from components.rendering import REPOSITORY_ROOT
@@ -28,7 +29,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not found
 
 
 def _settings(stack: str = "dev", **overrides: Any):
-    return load_settings({**rules.stack_settings(stack).model_dump(by_alias=True), **overrides, "apiMetricsToken": "x"})
+    return load_settings({**stack_file_settings(stack).model_dump(by_alias=True), **overrides, "apiMetricsToken": "x"})
 
 
 def _alerts(documents: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,7 +59,7 @@ def rendered_rules(tmp_path_factory) -> Path:
 
 
 def test_committed_rules_current():
-    expected = rules.render_rule_files(rules.stack_settings("dev"))
+    expected = rules.render_rule_files(stack_file_settings("dev"))
     committed = {path.name: path.read_text() for path in (REPOSITORY_ROOT / "rules").glob("*.yml")}
     assert sorted(committed) == sorted(expected), "rules/ holds other files than the generator writes"
     for name, text in expected.items():
@@ -66,7 +67,7 @@ def test_committed_rules_current():
 
 
 def test_rendered_rules_equal_generator(rendered_rules):
-    expected = rules.render_rule_files(rules.stack_settings("dev"))
+    expected = rules.render_rule_files(stack_file_settings("dev"))
     rendered = {path.name: path.read_text() for path in rendered_rules.glob("*.yml")}
     assert rendered == expected
 
@@ -110,7 +111,7 @@ def test_unit_tests_fail_on_other_threshold(tmp_path):
 
 
 def test_every_alert_has_unit_cases():
-    alert_names = {rule["alert"] for rule in _alerts(rules.rule_documents(rules.stack_settings("dev")))}
+    alert_names = {rule["alert"] for rule in _alerts(rules.rule_documents(stack_file_settings("dev")))}
     assert alert_names
     firing, silent = set(), set()
     for path in UNIT_TEST_FILES:
@@ -128,7 +129,7 @@ def test_every_alert_has_unit_cases():
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_alerts_have_metadata(stack):
-    alerts = _alerts(rules.rule_documents(rules.stack_settings(stack)))
+    alerts = _alerts(rules.rule_documents(stack_file_settings(stack)))
     assert alerts
     for alert in alerts:
         assert alert["labels"].get("severity"), f"{alert['alert']} has no severity"
@@ -137,7 +138,7 @@ def test_alerts_have_metadata(stack):
 
 
 def test_runbook_urls_point_at_files():
-    settings = rules.stack_settings("dev")
+    settings = stack_file_settings("dev")
     alerts = _alerts(rules.rule_documents(settings))
     assert alerts
     base = settings.runbook_base_url.rstrip("/") + "/"
@@ -159,7 +160,7 @@ def test_runbooks_have_sections():
 
 
 def test_ratio_and_duration_values_humanized():
-    alerts = _alerts(rules.rule_documents(rules.stack_settings("dev")))
+    alerts = _alerts(rules.rule_documents(stack_file_settings("dev")))
     by_name = {alert["alert"]: alert for alert in alerts}
     assert "humanizePercentage" in by_name["HighErrorRate"]["annotations"]["description"]
     assert "humanizeDuration" in by_name["HighLatency"]["annotations"]["description"]
@@ -170,7 +171,7 @@ def test_ratio_and_duration_values_humanized():
 
 
 def test_contract_default_names():
-    contract = contract_from_settings(rules.stack_settings("dev"))
+    contract = contract_from_settings(stack_file_settings("dev"))
     assert contract.request_duration == "http_server_duration_seconds"
     assert contract.requests == "http_server_requests_total"
     assert (contract.method_label, contract.endpoint_label, contract.status_code_label) == ("method", "endpoint", "status_code")
@@ -280,7 +281,7 @@ def test_panel_queries_filter_variables(convention):
 
 
 def test_panel_queries_read_recorded_series():
-    settings = rules.stack_settings("dev")
+    settings = stack_file_settings("dev")
     recorded = _records(rules.rule_documents(settings))
     queries = _query_fields(signals.panel_queries(settings))
     used = {name for query in queries.values() for name in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", query)}
@@ -301,21 +302,21 @@ def test_panel_labels_follow_contract():
 
 
 def test_service_level_queries_exist():
-    fields = set(vars(signals.panel_queries(rules.stack_settings("dev"))))
+    fields = set(vars(signals.panel_queries(stack_file_settings("dev"))))
     assert signals.SERVICE_LEVEL_QUERIES
     assert signals.SERVICE_LEVEL_QUERIES <= fields
 
 
 def test_default_latency_queries_read_one_series_per_line():
     # histogram_quantile() at query time took seconds per 24-hour panel at production size.
-    queries = signals.panel_queries(rules.stack_settings("dev"))
+    queries = signals.panel_queries(stack_file_settings("dev"))
     for query in (queries.latency_p95_by_endpoint, queries.latency_p99_by_endpoint, queries.request_rate_by_endpoint):
         assert "histogram_quantile" not in query, query
         assert "sum" not in query, query
 
 
 def test_traffic_alerts_read_recorded_last_week():
-    alerts = {alert["alert"]: alert for alert in _alerts(rules.rule_documents(rules.stack_settings("dev")))}
+    alerts = {alert["alert"]: alert for alert in _alerts(rules.rule_documents(stack_file_settings("dev")))}
     for name in ("MagflowApiTrafficDrop", "MagflowApiTrafficSurge"):
         expr = alerts[name]["expr"]
         assert f"{signals.REQUESTS_BY_JOB}{{job=\"magflow-api\"}} offset 1w" in expr, name
