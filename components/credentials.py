@@ -4,7 +4,7 @@ Like certificates, they join the `secrets` mapping that services render from, un
 
 Basic-auth passwords come from pulumi-random `RandomPassword`. Its `bcrypt_hash` output is
 computed once, when the password is created, and kept in the stack's state, so a preview never
-sees a new hash and never restarts Prometheus or Alertmanager. A config-supplied password would
+gets a new hash and never restarts Prometheus or Alertmanager. A config-supplied password would
 need a hash computed in the program, which changes at every run because bcrypt salts are random.
 """
 

@@ -42,7 +42,7 @@ def config_declarations() -> dict[str, dict[str, Any]]:
             declaration["secret"] = True
         else:
             # A declared secret needs a value, so an optional one is declared as plain text with an
-            # empty default; the program still rejects a value that is set without --secret.
+            # empty default. The program still rejects a value that is set without --secret.
             declaration["description"] += " Set it with --secret."
             declaration["default"] = ""
         declarations[key] = declaration

@@ -495,14 +495,14 @@ def _describe(issue: Mapping[str, Any], values: Mapping[str, Any]) -> str:
         description = StackSettings.model_fields[_field_name(key)].description
         return f"{PROJECT}:{key} is missing. {description} Set it with: pulumi config set {key} <value>"
 
-    shown = values.get(key, issue.get("input"))
+    bad_value = values.get(key, issue.get("input"))
     field = StackSettings.model_fields.get(_field_name(key))
     accepted = f" ({field.description})" if field is not None and issue["type"] == "literal_error" else ""
     fix = f"pulumi config set {key} <value>"
     if field is not None and get_origin(field.annotation) is list:
         # Without --path the CLI stores one string, which is not a list.
         fix = f"pulumi config set --path '{key}[0]' <value>"
-    return f"{PROJECT}:{key}={shown!r} is invalid: {message}.{accepted} Fix it with: {fix}"
+    return f"{PROJECT}:{key}={bad_value!r} is invalid: {message}.{accepted} Fix it with: {fix}"
 
 
 def _field_name(alias: str) -> str:

@@ -1,6 +1,6 @@
-"""What a service runs, independent of where: the contract between services and platforms.
+"""Workload descriptions: the contract between the services, which say what runs, and the platforms.
 
-A service module describes its container as a `Workload`; `components.platform.docker` and
+A service module describes its container as a `Workload`. `components.platform.docker` and
 `components.platform.kubernetes` turn the same description into resources.
 """
 
@@ -26,7 +26,7 @@ class Port:
 
 @dataclass(frozen=True)
 class HttpCheck:
-    """An HTTP endpoint that answers 200 when the container is ready."""
+    """An HTTP endpoint that returns 200 when the container is ready."""
 
     path: str
     port: int

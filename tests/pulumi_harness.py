@@ -306,8 +306,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 def _configure_mocks(monitor: RecordingMonitor, stack: str) -> None:
     """Install fresh runtime settings, as `set_mocks` does, without its extra root stack.
 
-    `set_mocks` registers and finishes a root stack of its own; the program must get the one
-    that `run_in_stack` creates, or its exports would never be registered.
+    `set_mocks` registers and finishes a root stack of its own. The program must get the one
+    that `run_in_stack` creates, because otherwise its exports would never be registered.
     """
     features = set(monitor.GetDeploymentInfo(None).supportedFeatures)
     runtime_settings.configure(

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from components import dashboard
+from components.config import stack_file_settings
 from components.services import grafana
 from components.signals import panel_queries
 from live import LOOPBACK, free_port, get_json, start_process, stop_process, wait_until_ready
@@ -88,14 +89,14 @@ def decode_panes(url: str) -> dict[str, Any]:
 
 
 def test_dashboard_file_current():
-    expected = dashboard.render_dashboard(dashboard.load_source_settings())
+    expected = dashboard.render_dashboard(stack_file_settings(dashboard.SOURCE_STACK))
     assert dashboard.OUTPUT.read_text() == expected, (
         f"{dashboard.OUTPUT} is stale: run `.venv/bin/python -m components.dashboard` and commit the result"
     )
 
 
 def test_dashboard_render_deterministic():
-    settings = dashboard.load_source_settings()
+    settings = stack_file_settings(dashboard.SOURCE_STACK)
     assert dashboard.render_dashboard(settings) == dashboard.render_dashboard(settings)
 
 
@@ -189,7 +190,8 @@ def test_queries_filter_variables():
             # Service-level panels read per-job series and say that they ignore the instance variable.
             if 'instance=~"$instance"' not in expr:
                 assert "instance" not in expr, expr
-                assert "ignore" in panel["description"] and "instance variable" in panel["description"], panel["title"]
+                assert "ignore" in panel["description"], panel["title"]
+                assert "instance variable" in panel["description"], panel["title"]
 
 
 def test_required_panels_present():
@@ -213,7 +215,7 @@ def test_required_panels_present():
 
 
 def test_panels_use_signal_queries():
-    queries = panel_queries(dashboard.load_source_settings())
+    queries = panel_queries(stack_file_settings(dashboard.SOURCE_STACK))
     document = committed()
     assert panel_by_title(document, "Request rate by endpoint")["targets"][0]["expr"] == queries.request_rate_by_endpoint
     assert panel_by_title(document, "Request rate by endpoint and method")["targets"][0]["expr"] == (
@@ -303,7 +305,7 @@ def test_exemplar_targets_request_exemplars():
 def test_prometheus_datasource_exemplars_jaeger():
     (prometheus,) = [
         source
-        for source in grafana.render_datasources(dashboard.load_source_settings())["datasources"]
+        for source in grafana.render_datasources(stack_file_settings(dashboard.SOURCE_STACK))["datasources"]
         if source["uid"] == grafana.PROMETHEUS_UID
     ]
     destinations = prometheus["jsonData"]["exemplarTraceIdDestinations"]

@@ -424,7 +424,7 @@ def test_proxy_untrusted_ca_rejected(proxy_results):
 
 
 def test_proxy_untrusted_upstream_rejected(proxy_results):
-    # Caddy verifies the upstream with the rendered CA file and answers 502 when that fails.
+    # Caddy verifies the upstream with the rendered CA file and returns 502 when that fails.
     result, body = proxy_results["untrusted upstream"]
     assert result.status == 502, result.describe()
     assert b"upstream" not in body

@@ -41,7 +41,8 @@ def test_unknown_platform(pulumi_program):
     message = failed_run(pulumi_program, config={"platform": "nomad"})
 
     assert "magflow-monitoring:platform='nomad' is invalid" in message
-    assert "docker" in message and "kubernetes" in message
+    assert "docker" in message
+    assert "kubernetes" in message
     assert "pulumi config set platform <value>" in message
 
 

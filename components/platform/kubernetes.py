@@ -288,9 +288,9 @@ class KubernetesPlatform:
                 ),
             ),
             # Monitoring data outlives any single deployment: production claims cannot be deleted by
-            # `pulumi destroy` or by a replacement, and every claim is kept when Pulumi forgets it.
+            # `pulumi destroy` or by a replacement, and every claim stays in the cluster when Pulumi deletes it from its state.
             # pulumi-kubernetes 4.x replaces a claim only when accessModes, selector, storageClassName
-            # or volumeName change; a larger storage request is an in-place update that expands the
+            # or volumeName change. A larger storage request is an in-place update that expands the
             # volume if its StorageClass sets allowVolumeExpansion.
             opts=pulumi.ResourceOptions(
                 parent=self.parent,

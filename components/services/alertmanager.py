@@ -69,9 +69,9 @@ def _receiver(kind: str, settings: StackSettings, secrets: Mapping[str, str]) ->
 
 
 def render_config(settings: StackSettings, secrets: Mapping[str, str]) -> dict[str, Any]:
-    """Return alertmanager.yml as data. `secrets` holds the receiver secrets that are set."""
+    """Return alertmanager.yml as data. `secrets` contains the receiver secrets that are set."""
     routes: list[dict[str, Any]] = [
-        # The Watchdog fires all the time to prove the alert path works; nobody should be paged by it.
+        # The Watchdog fires all the time to prove the alert path works, so it must notify no receiver.
         {"receiver": "none", "matchers": ['alertname="Watchdog"'], "repeat_interval": "1h"},
     ]
     if settings.alert_critical_receiver != "none":

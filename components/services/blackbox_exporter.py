@@ -1,8 +1,8 @@
 """Blackbox exporter: probes each API instance's health endpoint from outside, for Prometheus.
 
-Prometheus' `magflow-api-health` job asks the exporter to probe every API target with the
-`http_2xx` module, so a probe fails when the API stops answering `GET /health` with 200, even
-while its `/metrics` endpoint still answers.
+Prometheus' `magflow-api-health` job requests a probe of every API target with the `http_2xx`
+module, so a probe fails when `GET /health` stops returning 200, even while the API's `/metrics`
+endpoint still responds.
 """
 
 from typing import Any, Mapping
